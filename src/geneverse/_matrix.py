@@ -1,0 +1,167 @@
+"""Choose the matrix to work on: ``layer`` / ``use_raw`` / ``genes``, whatever its array type."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import singledispatch
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+GeneSelection = None | str | Sequence[str] | np.ndarray | pd.Series | pd.Index
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The values of the used genes, cells × used genes, as CSC without explicit zeros.
+
+    ``used`` marks the used genes among ``adata.var_names``; ``source`` names where the
+    values came from, for messages (``"adata.X"``, ``"adata.layers['counts']"``, ...).
+    """
+
+    matrix: sparse.csc_matrix
+    used: np.ndarray
+    source: str
+    use_raw: bool
+
+
+def resolve_use_raw(adata: AnnData, layer: str | None, use_raw: bool | None) -> bool:
+    """scanpy's rule: ``adata.raw`` when it exists and no ``layer`` is given."""
+    if use_raw is None:
+        return adata.raw is not None and layer is None
+    if use_raw and layer is not None:
+        raise ValueError(
+            f"use_raw=True and layer={layer!r} name two different matrices; pass only one."
+        )
+    if use_raw and adata.raw is None:
+        raise ValueError(
+            "use_raw=True but this AnnData has no .raw; use the default (use_raw=None) or "
+            "name a layer with layer='...'."
+        )
+    return bool(use_raw)
+
+
+def resolve_genes(adata: AnnData, genes: GeneSelection) -> np.ndarray:
+    """The boolean mask over ``adata.var_names`` of the genes to use."""
+    n_vars = adata.n_vars
+    if genes is None:
+        return np.ones(n_vars, dtype=bool)
+    if isinstance(genes, str):
+        return _var_column_mask(adata, genes)
+    values = np.asarray(genes)
+    if values.dtype == bool:
+        if values.shape != (n_vars,):
+            raise ValueError(
+                f"genes is a boolean mask of length {values.size}, but the AnnData has "
+                f"{n_vars} genes; the mask needs one entry per gene of adata.var_names."
+            )
+        return values.copy()
+    positions = adata.var_names.get_indexer(pd.Index(values.astype(str)))
+    missing = values[positions < 0]
+    if missing.size:
+        shown = ", ".join(map(repr, missing[:5])) + (" ..." if missing.size > 5 else "")
+        raise ValueError(
+            f"{missing.size} of the requested genes are not in adata.var_names: {shown}. "
+            "Check the spelling, or whether the names are Ensembl IDs or symbols."
+        )
+    mask = np.zeros(n_vars, dtype=bool)
+    mask[positions] = True
+    return mask
+
+
+def _var_column_mask(adata: AnnData, column: str) -> np.ndarray:
+    if column not in adata.var.columns:
+        raise ValueError(
+            f"genes={column!r} is not a column of adata.var (columns: "
+            f"{list(adata.var.columns)}). Pass a boolean var column such as "
+            "'highly_variable', a list of gene names, or a boolean mask."
+        )
+    values = adata.var[column]
+    if values.dtype != bool:
+        raise ValueError(
+            f"adata.var[{column!r}] holds {values.dtype} values; genes= needs a boolean "
+            "column (True for the genes to use)."
+        )
+    return values.to_numpy(copy=True)
+
+
+def select_matrix(
+    adata: AnnData, *, layer: str | None, use_raw: bool | None, genes: GeneSelection
+) -> Selection:
+    """Pick the values to work on and check that there is something to compute on."""
+    if adata.isbacked:
+        raise ValueError(
+            "This AnnData is opened in backed mode, which geneverse does not read yet; "
+            "load it into memory with adata = adata.to_memory() first."
+        )
+    use_raw = resolve_use_raw(adata, layer, use_raw)
+    used = resolve_genes(adata, genes)
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise ValueError(
+            f"The AnnData is empty ({adata.n_obs} cells × {adata.n_vars} genes); "
+            "there is nothing to compute."
+        )
+    if not used.any():
+        raise ValueError("No genes are selected (genes= selects none); select at least one.")
+    source, values, columns = _source(adata, layer, use_raw, used)
+    return Selection(
+        matrix=used_columns(values, columns), used=used, source=source, use_raw=use_raw
+    )
+
+
+def _source(adata: AnnData, layer: str | None, use_raw: bool, used: np.ndarray):
+    """Name, array and column positions of the values of the used genes."""
+    if use_raw:
+        positions = adata.raw.var_names.get_indexer(adata.var_names)
+        if (positions < 0).any():
+            absent = adata.var_names[positions < 0][:5].tolist()
+            raise ValueError(
+                f"Genes of adata.var_names are missing from adata.raw (e.g. {absent}); "
+                "use use_raw=False or a layer."
+            )
+        return "adata.raw.X", adata.raw.X, positions[used]
+    if layer is not None:
+        if layer not in adata.layers:
+            raise ValueError(
+                f"layer={layer!r} is not in adata.layers (layers: {list(adata.layers)}); "
+                "use one of those, or layer=None for adata.X."
+            )
+        return f"adata.layers[{layer!r}]", adata.layers[layer], np.flatnonzero(used)
+    if adata.X is None:
+        raise ValueError("adata.X is empty (None); name a layer with layer='...'.")
+    return "adata.X", adata.X, np.flatnonzero(used)
+
+
+@singledispatch
+def used_columns(values, columns: np.ndarray) -> sparse.csc_matrix:
+    """The given columns of ``values`` as a new CSC matrix without explicit zeros."""
+    raise TypeError(
+        f"geneverse cannot read a matrix of type {type(values).__name__}; use a numpy array "
+        "or a scipy sparse matrix (dask arrays and backed files are not supported yet)."
+    )
+
+
+@used_columns.register(np.ndarray)
+def _(values: np.ndarray, columns: np.ndarray) -> sparse.csc_matrix:
+    return _clean(sparse.csc_matrix(_supported(np.asarray(values[:, columns]))))
+
+
+@used_columns.register(sparse.spmatrix)
+@used_columns.register(sparse.sparray)
+def _(values, columns: np.ndarray) -> sparse.csc_matrix:
+    return _clean(sparse.csc_matrix(values)[:, columns])
+
+
+def _supported(values: np.ndarray) -> np.ndarray:
+    """scipy.sparse has no float16: such values are widened to float32 (exactly)."""
+    return values.astype(np.float32) if values.dtype == np.float16 else values
+
+
+def _clean(matrix: sparse.csc_matrix) -> sparse.csc_matrix:
+    """Drop explicit zeros in place: ``matrix`` is always a new one (column indexing copies)."""
+    matrix.eliminate_zeros()
+    matrix.sort_indices()
+    return matrix

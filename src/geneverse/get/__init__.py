@@ -1,0 +1,1 @@
+"""Getters: ``gv.get``."""

@@ -1,0 +1,111 @@
+"""The one small interface every MI kernel implements.
+
+A kernel knows nothing of AnnData. It receives the genes' nonzero bins in a
+cell-major sparse layout (:class:`BinnedGenes`), and fills blocks of rows of the
+signed MI matrix with the co-occurrence algorithm of DESIGN.md §3. The caller
+(:mod:`geneverse.tl._coexpression`) walks the row blocks, shows progress and
+assembles the symmetric result.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BinnedGenes:
+    """The input of every kernel: one CSR row per cell, the used genes as columns.
+
+    Attributes
+    ----------
+    n_cells
+        Number of cells (rows), all of them, expressed or not.
+    indptr
+        ``int64``, shape ``(n_cells + 1,)``: cell ``c`` owns entries ``indptr[c]:indptr[c+1]``.
+    genes
+        ``int32``, the gene (column, ``0..n_genes-1``) of each entry, increasing within a cell.
+    bins
+        ``uint8``, the bin of each entry, ``1..n_bins[gene]-1`` (bin 0, not expressed, is
+        never stored).
+    values
+        ``float64``, the expression value of each entry (used for the Pearson signs).
+    n_bins
+        ``int32``, shape ``(n_genes,)``: bins per gene, counting the zero bin.
+    bin_counts
+        ``int64``, shape ``(n_genes, max_bins)``: ``bin_counts[g, a]`` is the number of cells
+        with gene ``g`` in bin ``a`` (column 0 is unused and 0).
+    value_sums
+        ``float64``, shape ``(n_genes,)``: sum of each gene's values over all cells.
+    varies
+        ``bool``, shape ``(n_genes,)``: the gene is not constant over the cells, so its
+        Pearson correlation with another gene is defined.
+    xlogx
+        ``float64``, shape ``(n_cells + 1,)``: ``xlogx[m] = m * log2(m)`` (0 for ``m = 0``),
+        the one table every kernel finishes MI with.
+    """
+
+    n_cells: int
+    indptr: np.ndarray
+    genes: np.ndarray
+    bins: np.ndarray
+    values: np.ndarray
+    n_bins: np.ndarray
+    bin_counts: np.ndarray
+    value_sums: np.ndarray
+    varies: np.ndarray
+    xlogx: np.ndarray
+
+    @property
+    def n_genes(self) -> int:
+        """Number of genes (columns)."""
+        return int(self.n_bins.shape[0])
+
+    @property
+    def max_bins(self) -> int:
+        """Largest number of bins of any gene, counting the zero bin."""
+        return int(self.bin_counts.shape[1])
+
+
+class Kernel(ABC):
+    """A backend that computes rows of the signed MI matrix.
+
+    Subclasses set :attr:`name`, implement :meth:`unavailable_reason` (``None`` when the
+    backend can run here) and :meth:`row_block`. Instances are made for one run:
+    ``Kernel(data, signed=..., n_jobs=..., device=...)``, so a kernel may prepare state
+    (move data to a device, build an index) once in ``__init__``.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(
+        self, data: BinnedGenes, *, signed: bool, n_jobs: int, device: str | None = None
+    ) -> None:
+        self.data = data
+        self.signed = signed
+        self.n_jobs = n_jobs
+        self.device = device
+
+    @classmethod
+    @abstractmethod
+    def unavailable_reason(cls, device: str | None = None) -> str | None:
+        """Why this backend cannot run here (on ``device``), or ``None`` when it can."""
+
+    @property
+    def preferred_block_rows(self) -> int:
+        """How many rows the caller should ask for at a time (a hint, not a rule)."""
+        return 256
+
+    @abstractmethod
+    def row_block(self, start: int, stop: int) -> np.ndarray:
+        """Signed MI of genes ``start:stop`` against genes ``start:n_genes``.
+
+        Returns
+        -------
+        ``float32`` array of shape ``(stop - start, n_genes - start)``: entry ``[r, c]`` is
+        the (signed, when ``self.signed``) MI in bits of gene ``start + r`` with gene
+        ``start + c``. The diagonal entries (``r == c``) are 0.
+        """

@@ -1,0 +1,1 @@
+"""Plotting: ``gv.pl``."""

@@ -1,0 +1,5 @@
+"""Preprocessing: ``gv.pp``."""
+
+from ._entropy import filter_entropy
+
+__all__ = ["filter_entropy"]

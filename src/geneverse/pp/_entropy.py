@@ -1,0 +1,91 @@
+"""``gv.pp.filter_entropy``: keep the genes whose expression carries information."""
+
+from __future__ import annotations
+
+import numpy as np
+from anndata import AnnData
+from scipy import sparse
+
+from .. import _logging as logg
+from .._binning import sort_columns
+from .._matrix import select_matrix
+from .._validate import check_flag, check_key, check_values
+
+
+def filter_entropy(
+    adata: AnnData,
+    min_entropy: float = 1.0,
+    *,
+    layer: str | None = None,
+    use_raw: bool | None = None,
+    inplace: bool = True,
+    key_added: str = "entropy",
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Keep the genes whose nonzero values have an entropy above ``min_entropy``.
+
+    A gene's entropy is the Shannon entropy, in nats, of the counts of its distinct
+    values ``> 0`` (as :func:`scipy.stats.entropy` of those counts). A gene expressed at
+    a single level, or in few cells at few levels, carries little information for MI.
+    This is GeneVector's ``quality_control(adata, entropy_threshold=1.0)``, used in place
+    of highly-variable-gene selection.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix (cells × genes).
+    min_entropy
+        Keep genes with entropy strictly greater than this (nats).
+    layer
+        Use ``adata.layers[layer]`` instead of ``adata.X``.
+    use_raw
+        Use ``adata.raw``; ``None``: when it exists and no ``layer`` is given.
+    inplace
+        Subset ``adata`` to the kept genes and store the entropy, or return them.
+    key_added
+        Name of the ``adata.var`` column for the entropy.
+
+    Returns
+    -------
+    ``None`` when ``inplace=True``: ``adata`` is subset to the kept genes and gets
+    ``adata.var[key_added]`` (float, nats). Otherwise ``(mask, entropy)``: the boolean mask
+    of kept genes and every gene's entropy, and ``adata`` is not changed.
+
+    Examples
+    --------
+    >>> import scanpy as sc
+    >>> import geneverse as gv
+    >>> adata = sc.datasets.pbmc68k_reduced().raw.to_adata()
+    >>> gv.pp.filter_entropy(adata, min_entropy=1.0)
+    """
+    if isinstance(min_entropy, bool) or not isinstance(min_entropy, int | float | np.number):
+        raise TypeError(f"min_entropy must be a number of nats, not {min_entropy!r}.")
+    check_flag("inplace", inplace)
+    check_key(key_added)
+    selection = select_matrix(adata, layer=layer, use_raw=use_raw, genes=None)
+    check_values(
+        selection.matrix,
+        source=selection.source,
+        gene_names=adata.var_names,
+        cell_names=adata.obs_names,
+    )
+    entropy = gene_entropy(selection.matrix)
+    keep = entropy > min_entropy
+    if not inplace:
+        return keep, entropy
+    logg.info(
+        f"filtered out {int((~keep).sum())} genes with entropy <= {min_entropy} nats, "
+        f"kept {int(keep.sum())}"
+    )
+    adata.var[key_added] = entropy
+    adata._inplace_subset_var(keep)
+    return None
+
+
+def gene_entropy(matrix: sparse.csc_matrix) -> np.ndarray:
+    """Entropy (nats) of the counts of each gene's distinct values > 0; 0 when none."""
+    counts, n_distinct = sort_columns(matrix).run_lengths()
+    gene_of_run = np.repeat(np.arange(matrix.shape[1]), n_distinct)
+    total = np.diff(matrix.indptr).astype(np.float64)
+    clogc = np.bincount(gene_of_run, weights=counts * np.log(counts), minlength=matrix.shape[1])
+    safe_total = np.maximum(total, 1.0)
+    return np.where(total > 0, np.log(safe_total) - clogc / safe_total, 0.0)

@@ -1,0 +1,5 @@
+"""Tools: ``gv.tl``."""
+
+from ._coexpression import coexpression
+
+__all__ = ["coexpression"]
