@@ -5,6 +5,8 @@ This is the definition of the result, not a backend: slow, dense and obvious.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.stats
 
@@ -38,21 +40,20 @@ def oracle_pair_mi(bins_a: np.ndarray, bins_b: np.ndarray, na: int, nb: int) -> 
     counted = (bins_a > 0) | (bins_b > 0)
     if not counted.any():
         return 0.0
-    joint = np.zeros((na, nb))
-    np.add.at(joint, (bins_a[counted], bins_b[counted]), 1)
-    p = joint / joint.sum()
+    joint = np.bincount(bins_a[counted] * nb + bins_b[counted], minlength=na * nb)
+    p = joint.reshape(na, nb) / joint.sum()
     pa, pb = p.sum(axis=1), p.sum(axis=0)
     nz = p > 0
     return float(np.sum(p[nz] * np.log2(p[nz] / np.outer(pa, pb)[nz])))
 
 
-def oracle_sign(a: np.ndarray, b: np.ndarray) -> float:
-    """``numpy.sign`` of the Pearson correlation over all cells; undefined counts as 0 (§2.4)."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.corrcoef(a.astype(np.float64), b.astype(np.float64))[0, 1]
-    if not np.isfinite(r) or abs(r) < _EXACT_ZERO_CORRELATION:
-        return 0.0
-    return float(np.sign(r))
+def oracle_signs(X: np.ndarray) -> np.ndarray:
+    """``numpy.sign`` of the Pearson correlations over all cells; undefined counts as 0 (§2.4)."""
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # one cell: no degrees of freedom
+        r = np.atleast_2d(np.corrcoef(X.astype(np.float64), rowvar=False))
+    r = np.where(np.isfinite(r) & (np.abs(r) >= _EXACT_ZERO_CORRELATION), r, 0.0)
+    return np.sign(r)
 
 
 def oracle_signed_mi(X, n_bins: int = 10, signed: bool = True) -> np.ndarray:
@@ -60,12 +61,11 @@ def oracle_signed_mi(X, n_bins: int = 10, signed: bool = True) -> np.ndarray:
     X = np.asarray(X.toarray() if hasattr(X, "toarray") else X)
     bins, nbg = oracle_bins(X, n_bins)
     n_genes = X.shape[1]
+    signs = oracle_signs(X) if signed else np.ones((n_genes, n_genes))
     mi = np.zeros((n_genes, n_genes))
     for i in range(n_genes):
         for j in range(i + 1, n_genes):
-            value = oracle_pair_mi(bins[:, i], bins[:, j], nbg[i], nbg[j])
-            if signed and value != 0:
-                value *= oracle_sign(X[:, i], X[:, j])
+            value = oracle_pair_mi(bins[:, i], bins[:, j], nbg[i], nbg[j]) * signs[i, j]
             mi[i, j] = mi[j, i] = value
     return mi
 

@@ -60,11 +60,11 @@ def resolve_genes(adata: AnnData, genes: GeneSelection) -> np.ndarray:
             )
         return values.copy()
     positions = adata.var_names.get_indexer(pd.Index(values.astype(str)))
-    missing = values[positions < 0]
-    if missing.size:
-        shown = ", ".join(map(repr, missing[:5])) + (" ..." if missing.size > 5 else "")
+    missing = [str(name) for name in values[positions < 0]]
+    if missing:
+        shown = ", ".join(map(repr, missing[:5])) + (" ..." if len(missing) > 5 else "")
         raise ValueError(
-            f"{missing.size} of the requested genes are not in adata.var_names: {shown}. "
+            f"{len(missing)} of the requested genes are not in adata.var_names: {shown}. "
             "Check the spelling, or whether the names are Ensembl IDs or symbols."
         )
     mask = np.zeros(n_vars, dtype=bool)

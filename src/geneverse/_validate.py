@@ -11,6 +11,11 @@ _SCALED_DATA_HINT = (
 )
 
 
+_BAD_NUMBER_HINT = (
+    "Fix or remove these values (for example with numpy.nan_to_num) before computing MI."
+)
+
+
 def check_n_bins(n_bins: int) -> None:
     """``n_bins`` must be a whole number from 1 to 255 (bins are stored as uint8)."""
     if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer):
@@ -55,9 +60,7 @@ def check_values(matrix: sparse.csc_matrix, *, source: str, gene_names, cell_nam
         entry = int(np.flatnonzero(bad)[0])
         gene = int(np.searchsorted(matrix.indptr, entry, side="right") - 1)
         cell = int(matrix.indices[entry])
-        hint = _SCALED_DATA_HINT if problem == "negative" else (
-            "Fix or remove these values (for example with numpy.nan_to_num) before computing MI."
-        )
+        hint = _SCALED_DATA_HINT if problem == "negative" else _BAD_NUMBER_HINT
         raise ValueError(
             f"{source} contains {problem} values (first: gene {gene_names[gene]!r} in cell "
             f"{cell_names[cell]!r}, value {data[entry]}). {hint}"
