@@ -12,6 +12,7 @@ import scanpy as sc
 from scipy import sparse
 
 import geneverse as gv
+
 from oracle import oracle_signed_mi
 
 #: Every backend the README's install gives, as ``(backend, device)``; torch runs on CPU.

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from scipy import sparse
 
 import geneverse as gv
-from conftest import BACKENDS
 from geneverse.kernels import unavailable_reason
+
+from conftest import BACKENDS
 from oracle import oracle_bins, oracle_signed_mi
 
 TOLERANCE = 1e-6
@@ -134,6 +135,9 @@ def test_stores_what_the_design_says(pbmc):
         "layer",
         "use_raw",
         "genes",
+        "against",
+        "groupby",
+        "top_k",
         "n_bins",
         "signed",
         "backend",

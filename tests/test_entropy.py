@@ -11,6 +11,7 @@ from hypothesis.extra.numpy import arrays
 from scipy import sparse
 
 import geneverse as gv
+
 from conftest import assert_unchanged, snapshot
 from oracle import oracle_entropy
 

@@ -8,6 +8,7 @@ import pytest
 from scipy import sparse
 
 import geneverse as gv
+
 from conftest import assert_unchanged, snapshot
 
 

@@ -160,7 +160,9 @@ def bin_genes(matrix: sparse.csc_matrix, n_bins: int) -> BinnedGenes:
         values=values[order],
         n_bins=n_bins_per_gene,
         bin_counts=bin_counts.astype(np.int64),
-        value_sums=np.bincount(genes_of_entry, weights=values, minlength=n_genes),
+        value_sums=np.bincount(genes_of_entry, weights=values, minlength=n_genes).astype(
+            np.float64
+        ),
         varies=varies,
         xlogx=xlogx_table(n_cells),
     )

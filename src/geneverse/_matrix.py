@@ -18,12 +18,13 @@ GeneSelection = None | str | Sequence[str] | np.ndarray | pd.Series | pd.Index
 class Selection:
     """The values of the used genes, cells × used genes, as CSC without explicit zeros.
 
-    ``used`` marks the used genes among ``adata.var_names``; ``source`` names where the
-    values came from, for messages (``"adata.X"``, ``"adata.layers['counts']"``, ...).
+    ``columns`` are the used genes' positions in ``adata.var_names``, in the matrix's
+    order; ``source`` names where the values came from, for messages (``"adata.X"``,
+    ``"adata.layers['counts']"``, ...).
     """
 
     matrix: sparse.csc_matrix
-    used: np.ndarray
+    columns: np.ndarray
     source: str
     use_raw: bool
 
@@ -89,31 +90,40 @@ def _var_column_mask(adata: AnnData, column: str) -> np.ndarray:
 
 
 def select_matrix(
-    adata: AnnData, *, layer: str | None, use_raw: bool | None, genes: GeneSelection
+    adata: AnnData,
+    *,
+    layer: str | None,
+    use_raw: bool | None,
+    columns: np.ndarray | None = None,
 ) -> Selection:
-    """Pick the values to work on and check that there is something to compute on."""
+    """The values of the genes at ``columns`` (positions in ``adata.var_names``; all when
+    ``None``), in that order, after checking that there is something to compute on."""
     if adata.isbacked:
         raise ValueError(
             "This AnnData is opened in backed mode, which geneverse does not read yet; "
             "load it into memory with adata = adata.to_memory() first."
         )
     use_raw = resolve_use_raw(adata, layer, use_raw)
-    used = resolve_genes(adata, genes)
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise ValueError(
             f"The AnnData is empty ({adata.n_obs} cells × {adata.n_vars} genes); "
             "there is nothing to compute."
         )
-    if not used.any():
+    if columns is None:
+        columns = np.arange(adata.n_vars)
+    if columns.size == 0:
         raise ValueError("No genes are selected (genes= selects none); select at least one.")
-    source, values, columns = _source(adata, layer, use_raw, used)
+    source, values, positions = _source(adata, layer, use_raw)
     return Selection(
-        matrix=used_columns(values, columns), used=used, source=source, use_raw=use_raw
+        matrix=used_columns(values, positions[columns]),
+        columns=columns,
+        source=source,
+        use_raw=use_raw,
     )
 
 
-def _source(adata: AnnData, layer: str | None, use_raw: bool, used: np.ndarray):
-    """Name, array and column positions of the values of the used genes."""
+def _source(adata: AnnData, layer: str | None, use_raw: bool):
+    """Name and array of the values, and the array's column of each gene of ``adata``."""
     if use_raw:
         positions = adata.raw.var_names.get_indexer(adata.var_names)
         if (positions < 0).any():
@@ -122,17 +132,17 @@ def _source(adata: AnnData, layer: str | None, use_raw: bool, used: np.ndarray):
                 f"Genes of adata.var_names are missing from adata.raw (e.g. {absent}); "
                 "use use_raw=False or a layer."
             )
-        return "adata.raw.X", adata.raw.X, positions[used]
+        return "adata.raw.X", adata.raw.X, positions
     if layer is not None:
         if layer not in adata.layers:
             raise ValueError(
                 f"layer={layer!r} is not in adata.layers (layers: {list(adata.layers)}); "
                 "use one of those, or layer=None for adata.X."
             )
-        return f"adata.layers[{layer!r}]", adata.layers[layer], np.flatnonzero(used)
+        return f"adata.layers[{layer!r}]", adata.layers[layer], np.arange(adata.n_vars)
     if adata.X is None:
         raise ValueError("adata.X is empty (None); name a layer with layer='...'.")
-    return "adata.X", adata.X, np.flatnonzero(used)
+    return "adata.X", adata.X, np.arange(adata.n_vars)
 
 
 @singledispatch

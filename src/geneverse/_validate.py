@@ -27,6 +27,14 @@ def check_n_bins(n_bins: int) -> None:
         )
 
 
+def check_top_k(top_k: int | None) -> None:
+    """``top_k`` must be ``None`` or a positive whole number of partners."""
+    if top_k is None:
+        return
+    if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
+        raise ValueError(f"top_k must be a positive number of partners per gene, not {top_k!r}.")
+
+
 def check_key(key_added: str) -> None:
     """``key_added`` must be a non-empty string (it prefixes every stored key)."""
     if not isinstance(key_added, str) or not key_added:

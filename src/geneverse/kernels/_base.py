@@ -80,6 +80,8 @@ class Kernel(ABC):
     """
 
     name: ClassVar[str]
+    #: Rough co-occurrence increments per second and thread, for the estimate of a run.
+    throughput: ClassVar[float] = 2e8
 
     def __init__(
         self, data: BinnedGenes, *, signed: bool, n_jobs: int, device: str | None = None

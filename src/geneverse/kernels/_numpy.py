@@ -20,6 +20,7 @@ class NumpyKernel(Kernel):
     """
 
     name = "numpy"
+    throughput = 2e7
 
     def __init__(
         self, data: BinnedGenes, *, signed: bool, n_jobs: int, device: str | None = None

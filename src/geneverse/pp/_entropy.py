@@ -61,7 +61,7 @@ def filter_entropy(
         raise TypeError(f"min_entropy must be a number of nats, not {min_entropy!r}.")
     check_flag("inplace", inplace)
     check_key(key_added)
-    selection = select_matrix(adata, layer=layer, use_raw=use_raw, genes=None)
+    selection = select_matrix(adata, layer=layer, use_raw=use_raw)
     check_values(
         selection.matrix,
         source=selection.source,

@@ -1,19 +1,61 @@
-"""``gv.tl.coexpression``: signed mutual information between every pair of genes."""
+"""``gv.tl.coexpression``: signed mutual information between every pair of genes.
+
+The flow, one direction: pick the matrix → validate → bins → kernel (counts → MI) →
+assemble → store in the AnnData, all at once, at the end.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
 from .. import _logging as logg
+from .._assemble import Assembler, DenseAssembler, SparseAssembler, TopKAssembler
 from .._binning import bin_genes
-from .._matrix import GeneSelection, Selection, select_matrix
+from .._estimate import check_dense_fits, estimate_run
+from .._matrix import GeneSelection, Selection, resolve_genes, select_matrix
 from .._settings import resolve_n_jobs, settings
-from .._validate import check_flag, check_key, check_n_bins, check_values
+from .._validate import check_flag, check_key, check_n_bins, check_top_k, check_values
 from ..kernels import BinnedGenes, Kernel, resolve_backend
+
+
+@dataclass(frozen=True)
+class GenePlan:
+    """Which genes enter, in which order, and which pairs are wanted.
+
+    ``order`` holds the positions in ``adata.var_names`` of the used genes, the row genes
+    (``genes``) first; only the first ``n_rows`` are computed as rows. With ``against``,
+    ``in_against`` marks (in ``order``) the genes of ``against``: a pair is wanted when
+    one of its genes is a row gene and the other is in ``against``.
+    """
+
+    order: np.ndarray
+    n_rows: int
+    in_against: np.ndarray | None
+
+    def pair_mask(self, start: int, stop: int) -> np.ndarray | None:
+        """Which entries of the row block ``start:stop × start:`` are wanted (None: all)."""
+        if self.in_against is None:
+            return None
+        columns = np.arange(start, self.order.size)
+        return (
+            (columns[None, :] >= self.n_rows)
+            | self.in_against[start:stop, None]
+            | self.in_against[None, start:]
+        )
+
+
+@dataclass(frozen=True)
+class Group:
+    """The cells of one ``groupby`` category (``name=None``: all cells, no groupby)."""
+
+    name: str | None
+    cells: np.ndarray
 
 
 def coexpression(
@@ -22,6 +64,9 @@ def coexpression(
     layer: str | None = None,
     use_raw: bool | None = None,
     genes: GeneSelection = None,
+    against: GeneSelection = None,
+    groupby: str | None = None,
+    top_k: int | None = None,
     n_bins: int = 10,
     signed: bool = True,
     backend: str = "auto",
@@ -50,6 +95,16 @@ def coexpression(
     genes
         The genes to compute on: ``None`` (all), a boolean ``var`` column name such as
         ``"highly_variable"``, a list of gene names, or a boolean mask.
+    against
+        Compute only the rectangle ``genes × against`` (same forms as ``genes``): 50
+        marker genes against all 20,000 cost 50 × 20,000 pairs, not 20,000².
+        ``None``: every pair of ``genes``.
+    groupby
+        A categorical ``obs`` column: one MI matrix per category, each equal to running on
+        that category's cells alone (bins included).
+    top_k
+        Keep, for every gene, its ``top_k`` strongest ``|MI|`` partners (union of both
+        directions), as a sparse matrix; the dense genes × genes matrix is never built.
     n_bins
         Most bins of a gene's nonzero values (1–255).
     signed
@@ -72,14 +127,19 @@ def coexpression(
 
     ``adata.varp["gv_mi"]`` : :class:`numpy.ndarray` (``float32``, genes × genes)
         Signed MI in bits; symmetric, diagonal 0, rows and columns of unused genes 0.
+        A :class:`scipy.sparse.csr_matrix` when ``top_k`` or ``against`` is given. With
+        ``groupby``, one ``adata.varp["gv_mi_{category}"]`` per category instead.
     ``adata.layers["gv_bins"]`` : :class:`scipy.sparse.csr_matrix` (``uint8``)
         The bin of every value (0 = not expressed; columns of unused genes are empty).
+        With ``groupby``, each cell's bins are those of its category.
     ``adata.var["gv_n_bins"]`` : :class:`pandas.Series` (``int``)
-        Bins of each gene, counting the zero bin (0 for unused genes).
+        Bins of each gene, counting the zero bin (0 for unused genes); with ``groupby``,
+        ``adata.var["gv_n_bins_{category}"]``.
     ``adata.var["gv_used"]`` : :class:`pandas.Series` (``bool``)
         The genes that entered the computation.
     ``adata.uns["gv"]`` : :class:`dict`
-        ``"params"`` (every argument), ``"backend"`` (what ran) and ``"version"``.
+        ``"params"`` (every argument), ``"backend"`` (what ran), ``"version"`` and, with
+        ``groupby``, ``"groups"`` (the categories, in the order of the keys).
 
     Examples
     --------
@@ -95,90 +155,174 @@ def coexpression(
     check_flag("signed", signed)
     check_flag("copy", copy)
     check_key(key_added)
+    check_top_k(top_k)
     n_jobs = resolve_n_jobs(n_jobs)
     kernel_class = resolve_backend(settings.backend if backend == "auto" else backend, device)
-    selection = select_matrix(adata, layer=layer, use_raw=use_raw, genes=genes)
+    plan = plan_genes(adata, genes, against)
+    groups = resolve_groups(adata, groupby)
+    selection = select_matrix(adata, layer=layer, use_raw=use_raw, columns=plan.order)
     check_values(
         selection.matrix,
         source=selection.source,
-        gene_names=adata.var_names[selection.used],
+        gene_names=adata.var_names[plan.order],
         cell_names=adata.obs_names,
     )
+    sparse_output = top_k is not None or against is not None
+    if not sparse_output:
+        check_dense_fits(adata.n_vars, n_outputs=len(groups))
 
-    binned = bin_genes(selection.matrix, n_bins)
-    kernel = kernel_class(binned, signed=signed, n_jobs=n_jobs, device=device)
-    logg.info(
-        f"    {binned.n_genes} genes × {binned.n_cells} cells, backend {kernel.name!r}, "
-        f"{n_jobs} threads"
-    )
-    mi = mutual_information(kernel)
+    results = {}
+    for group in groups:
+        binned = bin_genes(_rows(selection.matrix, group.cells), n_bins)
+        kernel = kernel_class(binned, signed=signed, n_jobs=n_jobs, device=device)
+        logg.info(estimate_run(binned, kernel, plan.n_rows, group.name))
+        results[group.name] = (binned, mutual_information(kernel, plan, top_k))
 
     if copy:
         adata = adata.copy()
     params = {
         "layer": layer,
         "use_raw": selection.use_raw,
-        "genes": _genes_param(adata, genes, selection),
+        "genes": _genes_param(adata, genes, plan.order[: plan.n_rows]),
+        "against": _genes_param(adata, against, plan.order[plan.in_against])
+        if plan.in_against is not None
+        else None,
+        "groupby": groupby,
+        "top_k": top_k,
         "n_bins": n_bins,
         "signed": signed,
         "backend": backend,
         "device": device,
         "n_jobs": n_jobs,
     }
-    _store(adata, key_added, selection, binned, mi, params, kernel.name)
+    _store(adata, key_added, selection, groups, results, params, kernel_class.name)
     logg.info("    finished", since=started)
     logg.hint(f"added 'varp[{key_added}_mi]', 'layers[{key_added}_bins]', 'uns[{key_added}]'")
     return adata if copy else None
 
 
-def mutual_information(kernel: Kernel) -> np.ndarray:
-    """The full symmetric MI matrix, assembled from the kernel's row blocks."""
+def plan_genes(adata: AnnData, genes: GeneSelection, against: GeneSelection) -> GenePlan:
+    """Resolve ``genes`` and ``against`` into the order in which genes enter the kernel."""
+    rows = resolve_genes(adata, genes)
+    if against is None:
+        return GenePlan(order=np.flatnonzero(rows), n_rows=int(rows.sum()), in_against=None)
+    columns = resolve_genes(adata, against)
+    order = np.concatenate([np.flatnonzero(rows), np.flatnonzero(columns & ~rows)])
+    return GenePlan(order=order, n_rows=int(rows.sum()), in_against=columns[order])
+
+
+def resolve_groups(adata: AnnData, groupby: str | None) -> list[Group]:
+    """The cells of each category of ``adata.obs[groupby]`` (all cells without groupby)."""
+    if groupby is None:
+        return [Group(name=None, cells=np.arange(adata.n_obs))]
+    if groupby not in adata.obs.columns:
+        raise ValueError(
+            f"groupby={groupby!r} is not a column of adata.obs (columns: "
+            f"{list(adata.obs.columns)}); name a categorical column such as a cell type."
+        )
+    labels = adata.obs[groupby]
+    if labels.isna().any():
+        raise ValueError(
+            f"adata.obs[{groupby!r}] has missing values; fill them or drop those cells first."
+        )
+    categories = (
+        labels.cat.categories
+        if isinstance(labels.dtype, pd.CategoricalDtype)
+        else (pd.Index(sorted(labels.unique(), key=str)))
+    )
+    groups = [
+        Group(
+            name=str(category).replace("/", "_"),  # "/" cannot be in an .h5ad key
+            cells=np.flatnonzero((labels == category).to_numpy()),
+        )
+        for category in categories
+    ]
+    return [group for group in groups if group.cells.size]
+
+
+def _rows(matrix: sparse.csc_matrix, cells: np.ndarray) -> sparse.csc_matrix:
+    return matrix if cells.size == matrix.shape[0] else matrix[cells]
+
+
+def mutual_information(
+    kernel: Kernel, plan: GenePlan, top_k: int | None
+) -> np.ndarray | sparse.csr_matrix:
+    """The symmetric MI matrix of the plan's genes, assembled from the kernel's row blocks."""
     n_genes = kernel.data.n_genes
+    assembler: Assembler
+    if top_k is not None:
+        assembler = TopKAssembler(n_genes, top_k)
+    elif plan.in_against is not None:
+        assembler = SparseAssembler(n_genes)
+    else:
+        assembler = DenseAssembler(n_genes)
     step = max(1, kernel.preferred_block_rows)
-    starts = range(0, n_genes, step)
-    mi = np.zeros((n_genes, n_genes), dtype=np.float32)
+    starts = range(0, plan.n_rows, step)
     for start in logg.progress(starts, total=len(starts), description="gene blocks"):
-        stop = min(n_genes, start + step)
-        block = kernel.row_block(start, stop)
-        mi[start:stop, start:] = block
-        mi[start:, start:stop] = block.T
-    return mi
+        block = kernel.row_block(start, min(plan.n_rows, start + step))
+        wanted = plan.pair_mask(start, start + block.shape[0])
+        assembler.add(start, block if wanted is None else np.where(wanted, block, 0))
+    return assembler.result()
 
 
-def _genes_param(adata: AnnData, genes: GeneSelection, selection: Selection) -> Any:
-    """``genes`` as it can be stored in an .h5ad file: its name, or the names selected."""
-    if genes is None or isinstance(genes, str):
-        return genes
-    return np.asarray(adata.var_names[selection.used], dtype=str)
+def _genes_param(adata: AnnData, given: GeneSelection, positions: np.ndarray) -> Any:
+    """A gene selection as it can be stored in an .h5ad file: its name, or the names."""
+    if given is None or isinstance(given, str):
+        return given
+    return np.asarray(adata.var_names[np.sort(positions)], dtype=str)
 
 
 def _store(
     adata: AnnData,
     key: str,
     selection: Selection,
-    binned: BinnedGenes,
-    mi: np.ndarray,
+    groups: list[Group],
+    results: dict[str | None, tuple[BinnedGenes, Any]],
     params: dict[str, Any],
     backend: str,
 ) -> None:
     """Write every result into ``adata``, all at once, at the end."""
     from .. import __version__
 
-    used = selection.used
-    positions = np.flatnonzero(used)
-    bins = sparse.csr_matrix(
-        (binned.bins, positions[binned.genes], binned.indptr), shape=adata.shape, dtype=np.uint8
+    columns = selection.columns
+    bins = [
+        _bins_entries(binned, group.cells, columns)
+        for group, (binned, _) in zip(groups, results.values(), strict=True)
+    ]
+    rows, cols, values = (np.concatenate(part) for part in zip(*bins, strict=True))
+    adata.layers[f"{key}_bins"] = sparse.csr_matrix(
+        (values, (rows, cols)), shape=adata.shape, dtype=np.uint8
     )
-    n_bins = np.zeros(adata.n_vars, dtype=np.int32)
-    n_bins[used] = binned.n_bins
-    if used.all():
-        full = mi
-    else:
-        full = np.zeros((adata.n_vars, adata.n_vars), dtype=np.float32)
-        full[np.ix_(positions, positions)] = mi
-
-    adata.layers[f"{key}_bins"] = bins
-    adata.varp[f"{key}_mi"] = full
-    adata.var[f"{key}_n_bins"] = n_bins
+    for group, (binned, mi) in zip(groups, results.values(), strict=True):
+        suffix = "" if group.name is None else f"_{group.name}"
+        n_bins = np.zeros(adata.n_vars, dtype=np.int32)
+        n_bins[columns] = binned.n_bins
+        adata.var[f"{key}_n_bins{suffix}"] = n_bins
+        adata.varp[f"{key}_mi{suffix}"] = _in_var_space(mi, columns, adata.n_vars)
+    used = np.zeros(adata.n_vars, dtype=bool)
+    used[columns] = True
     adata.var[f"{key}_used"] = used
-    adata.uns[key] = {"params": params, "backend": backend, "version": __version__}
+    uns = {"params": params, "backend": backend, "version": __version__}
+    if groups[0].name is not None:
+        uns["groups"] = np.asarray([group.name for group in groups], dtype=str)
+    adata.uns[key] = uns
+
+
+def _bins_entries(binned: BinnedGenes, cells: np.ndarray, columns: np.ndarray):
+    """The bins of one group as (cell, gene, bin) entries in the AnnData's coordinates."""
+    cell_of_entry = np.repeat(cells, np.diff(binned.indptr))
+    return cell_of_entry, columns[binned.genes], binned.bins
+
+
+def _in_var_space(mi, columns: np.ndarray, n_vars: int):
+    """Place the used genes' matrix at their positions among all genes."""
+    if sparse.issparse(mi):
+        coo = mi.tocoo()
+        return sparse.csr_matrix(
+            (coo.data, (columns[coo.row], columns[coo.col])), shape=(n_vars, n_vars)
+        )
+    if columns.size == n_vars and (columns == np.arange(n_vars)).all():
+        return mi
+    full = np.zeros((n_vars, n_vars), dtype=np.float32)
+    full[np.ix_(columns, columns)] = mi
+    return full

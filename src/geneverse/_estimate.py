@@ -1,0 +1,60 @@
+"""What a run will cost, said before it starts: the work, the time, the memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import psutil
+
+from .kernels import BinnedGenes, Kernel
+
+_GB = 1024**3
+
+
+def _gigabytes(n_bytes: float) -> str:
+    return f"{n_bytes / _GB:.2g} GB"
+
+
+def dense_output_bytes(n_vars: int, n_outputs: int = 1) -> int:
+    """Bytes of ``n_outputs`` dense ``float32`` genes × genes matrices, plus one to build."""
+    return 4 * n_vars * n_vars * (n_outputs + 1)
+
+
+def check_dense_fits(n_vars: int, n_outputs: int = 1) -> None:
+    """Refuse, before allocating, a dense output larger than the memory available.
+
+    Raises
+    ------
+    MemoryError
+        With the estimate, and ``top_k`` as the way out.
+    """
+    needed = dense_output_bytes(n_vars, n_outputs)
+    available = psutil.virtual_memory().available
+    if needed > available:
+        raise MemoryError(
+            f"The dense MI matrix of {n_vars} genes needs about {_gigabytes(needed)}, but "
+            f"only {_gigabytes(available)} of memory is available. Pass top_k=50 to keep "
+            "each gene's 50 strongest partners as a sparse matrix, or select fewer genes "
+            "with genes=... (for example 'highly_variable')."
+        )
+
+
+def cooccurrence_work(data: BinnedGenes, n_rows: int) -> float:
+    """Increments of the co-occurrence counts: pairs of a cell's entries, one a row gene."""
+    per_cell = np.diff(data.indptr).astype(np.float64)
+    in_rows = np.bincount(
+        np.repeat(np.arange(data.n_cells), np.diff(data.indptr)),
+        weights=data.genes < n_rows,
+        minlength=data.n_cells,
+    )
+    return float(np.sum(in_rows * (per_cell - (in_rows - 1) / 2)))
+
+
+def estimate_run(data: BinnedGenes, kernel: Kernel, n_rows: int, group: str | None) -> str:
+    """A one-line estimate of the run, for the info log."""
+    work = cooccurrence_work(data, n_rows)
+    seconds = work / (kernel.throughput * max(1, kernel.n_jobs))
+    where = "" if group is None else f" in group {group!r}"
+    return (
+        f"    {data.n_genes} genes × {data.n_cells} cells{where}: {work:.2g} co-occurrences, "
+        f"backend {kernel.name!r} with {kernel.n_jobs} threads, roughly {seconds:.2g} s"
+    )
