@@ -133,18 +133,6 @@ def test_scaled_data_is_refused_with_the_fix(pbmc):
     assert_unchanged(before, adata)
 
 
-def test_backed_anndata_is_refused_with_the_fix(tmp_path):
-    path = tmp_path / "counts.h5ad"
-    _counts().write_h5ad(path)
-    adata = ad.read_h5ad(path, backed="r")
-    with pytest.raises(ValueError, match=r"backed mode.*to_memory\(\)"):
-        gv.tl.coexpression(adata)
-    with pytest.raises(ValueError, match="backed mode"):
-        gv.pp.filter_entropy(adata)
-    adata.file.close()
-    assert_unchanged(_counts(), ad.read_h5ad(path))
-
-
 def test_unusable_backend_says_why(monkeypatch):
     from geneverse.kernels import _numba
 

@@ -5,10 +5,15 @@ edge falls are the same everywhere. The edges reproduce ``numpy.percentile`` wit
 default linear interpolation bit for bit (including its dtype rules: the difference of
 the two neighbours is taken in the input dtype, the interpolation in float64), and a
 value ``x`` gets ``searchsorted(edges, x, side="right") + 1``.
+
+Edges come from each gene's distinct values and their multiplicities
+(:class:`ValueRuns`), which chunks of cells can compute apart and merge exactly; so a
+matrix read chunk by chunk (Dask, backed files) gets the very same bins as in memory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,48 +23,115 @@ from .kernels._base import BinnedGenes
 
 
 @dataclass(frozen=True)
-class SortedColumns:
-    """The nonzero values of each gene (column), sorted increasingly within the gene.
+class ValueRuns:
+    """Each gene's distinct values ``> 0``, increasing, and how many cells have each.
 
-    ``values[indptr[g]:indptr[g+1]]`` are gene ``g``'s values > 0, in the input dtype.
+    Gene ``g`` owns ``values[run_ptr[g]:run_ptr[g+1]]`` (input dtype) and the matching
+    ``counts`` (``int64``).
     """
 
-    indptr: np.ndarray
+    run_ptr: np.ndarray
     values: np.ndarray
+    counts: np.ndarray
 
     @property
     def n_genes(self) -> int:
-        return self.indptr.shape[0] - 1
+        return self.run_ptr.shape[0] - 1
 
-    def gene_of_entry(self) -> np.ndarray:
-        """The gene of every entry of :attr:`values`."""
-        return np.repeat(np.arange(self.n_genes), np.diff(self.indptr))
+    @property
+    def n_distinct(self) -> np.ndarray:
+        """Number of distinct values ``> 0`` of each gene."""
+        return np.diff(self.run_ptr)
 
-    def run_lengths(self) -> tuple[np.ndarray, np.ndarray]:
-        """Counts of each distinct value, gene by gene.
+    def gene_of_run(self) -> np.ndarray:
+        return np.repeat(np.arange(self.n_genes), self.n_distinct)
 
-        Returns
-        -------
-        counts
-            How many cells have each distinct value, genes one after the other.
-        n_distinct
-            Number of distinct values of each gene.
-        """
-        values, genes = self.values, self.gene_of_entry()
+    def n_expressed(self) -> np.ndarray:
+        """Cells with a value ``> 0``, per gene."""
+        return np.bincount(self.gene_of_run(), weights=self.counts, minlength=self.n_genes)
+
+    def value_sums(self) -> np.ndarray:
+        """Sum of each gene's values over all cells, in float64, in increasing value order."""
+        weights = self.values.astype(np.float64) * self.counts
+        return np.bincount(self.gene_of_run(), weights=weights, minlength=self.n_genes)
+
+    def values_at(self, genes: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+        """The ``ranks``-th smallest value (0-based, with repeats) of each of ``genes``."""
+        ends = np.cumsum(self.counts)
+        first_entry = np.concatenate([[0], ends])[self.run_ptr[genes]]
+        return self.values[np.searchsorted(ends, first_entry + ranks, side="right")]
+
+    @classmethod
+    def of_matrix(cls, matrix: sparse.csc_matrix) -> ValueRuns:
+        """The runs of a cells × genes CSC matrix without explicit zeros."""
+        genes = np.repeat(np.arange(matrix.shape[1]), np.diff(matrix.indptr))
+        ones = np.ones(matrix.data.shape[0], np.int64)
+        return cls._from_entries(genes, matrix.data, ones, n_genes=matrix.shape[1])
+
+    @classmethod
+    def merge(cls, parts: Sequence[ValueRuns]) -> ValueRuns:
+        """The runs of the union of disjoint sets of cells."""
+        genes = np.concatenate([part.gene_of_run() for part in parts])
+        values = np.concatenate([part.values for part in parts])
+        counts = np.concatenate([part.counts for part in parts])
+        return cls._from_entries(genes, values, counts, n_genes=parts[0].n_genes)
+
+    @classmethod
+    def _from_entries(cls, genes, values, counts, *, n_genes: int) -> ValueRuns:
+        by_value = np.argsort(values, kind="stable")
+        order = by_value[np.argsort(genes[by_value], kind="stable")]
+        genes, values, counts = genes[order], values[order], counts[order]
         starts = np.ones(values.shape[0], dtype=bool)
         starts[1:] = (values[1:] != values[:-1]) | (genes[1:] != genes[:-1])
         first = np.flatnonzero(starts)
-        counts = np.diff(np.append(first, values.shape[0]))
-        n_distinct = np.bincount(genes[first], minlength=self.n_genes)
-        return counts, n_distinct
+        run_ptr = np.zeros(n_genes + 1, dtype=np.int64)
+        np.cumsum(np.bincount(genes[first], minlength=n_genes), out=run_ptr[1:])
+        return cls(run_ptr, values[first], np.add.reduceat(counts, first) if first.size else counts)
 
 
-def sort_columns(matrix: sparse.csc_matrix) -> SortedColumns:
-    """Sort each gene's nonzero values (``matrix`` is cells × genes, no explicit zeros)."""
-    by_value = np.argsort(matrix.data, kind="stable")
-    genes = np.repeat(np.arange(matrix.shape[1]), np.diff(matrix.indptr))
-    order = by_value[np.argsort(genes[by_value], kind="stable")]
-    return SortedColumns(indptr=matrix.indptr.astype(np.int64), values=matrix.data[order])
+@dataclass(frozen=True)
+class GeneBins:
+    """The bins of every gene, fixed over all cells: edges and the per-gene marginals."""
+
+    n_cells: int
+    edges: np.ndarray
+    n_bins: np.ndarray
+    bin_counts: np.ndarray
+    value_sums: np.ndarray
+
+    @classmethod
+    def of_runs(cls, runs: ValueRuns, n_cells: int, n_bins: int) -> GeneBins:
+        """Edges (§2.1) and marginals from the genes' value runs over ``n_cells`` cells."""
+        edges = bin_edges(runs, n_bins)
+        n_bins_per_gene = (np.minimum(n_bins, runs.n_distinct) + 1).astype(np.int32)
+        max_bins = int(n_bins_per_gene.max(initial=1))
+        genes = runs.gene_of_run()
+        run_bins = _bins_of(runs.values, genes, edges)
+        bin_counts = np.bincount(
+            genes * max_bins + run_bins, weights=runs.counts, minlength=runs.n_genes * max_bins
+        ).reshape(runs.n_genes, max_bins)
+        return cls(
+            n_cells=n_cells,
+            edges=edges,
+            n_bins=n_bins_per_gene,
+            bin_counts=bin_counts.astype(np.int64),
+            value_sums=runs.value_sums(),
+        )
+
+    def summary(self, varies: np.ndarray) -> BinnedGenes:
+        """The marginals over all cells and no entries: what finishing reduced counts needs."""
+        return BinnedGenes(
+            n_cells=self.n_cells,
+            indptr=np.zeros(self.n_cells + 1, dtype=np.int64),
+            genes=np.zeros(0, dtype=np.int32),
+            bins=np.zeros(0, dtype=np.uint8),
+            values=np.zeros(0, dtype=np.float64),
+            n_bins=self.n_bins,
+            bin_counts=self.bin_counts,
+            value_sums=self.value_sums,
+            varies=varies,
+            xlogx=xlogx_table(self.n_cells),
+        )
 
 
 def _quantile_fractions(n_bins: int) -> np.ndarray:
@@ -70,35 +142,29 @@ def _quantile_fractions(n_bins: int) -> np.ndarray:
     return table
 
 
-def bin_edges(columns: SortedColumns, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+def bin_edges(runs: ValueRuns, n_bins: int) -> np.ndarray:
     """Edges of every gene: ``numpy.percentile(v, linspace(0, 100, k + 1)[1:-1])``.
 
-    Returns
-    -------
-    edges
-        ``float64``, shape ``(n_genes, max(n_bins - 1, 0))``, padded with ``+inf``.
-    n_distinct
-        Number of distinct values > 0 of every gene (``k = min(n_bins, n_distinct)``).
+    ``k = min(n_bins, distinct values > 0)``; ``float64``, shape
+    ``(n_genes, max(n_bins - 1, 0))``, padded with ``+inf``.
     """
-    _, n_distinct = columns.run_lengths()
-    k = np.minimum(n_bins, n_distinct)
+    k = np.minimum(n_bins, runs.n_distinct)
     n_edges = np.where(k >= 2, k - 1, 0)
-    edges = np.full((columns.n_genes, max(n_bins - 1, 0)), np.inf)
+    edges = np.full((runs.n_genes, max(n_bins - 1, 0)), np.inf)
 
-    gene = np.repeat(np.arange(columns.n_genes), n_edges)
+    gene = np.repeat(np.arange(runs.n_genes), n_edges)
     slot = np.arange(gene.shape[0]) - np.repeat(np.cumsum(n_edges) - n_edges, n_edges)
     q = _quantile_fractions(n_bins)[k[gene], slot]
 
-    size = np.diff(columns.indptr)[gene]
+    size = runs.n_expressed().astype(np.int64)[gene]
     virtual = (size - 1) * q
     below = np.floor(virtual).astype(np.int64)
     gamma = virtual - below
     at_end = virtual >= size - 1
-    first = columns.indptr[gene]
-    lower = columns.values[first + np.where(at_end, size - 1, below)]
-    upper = columns.values[first + np.where(at_end, size - 1, below + 1)]
+    lower = runs.values_at(gene, np.where(at_end, size - 1, below))
+    upper = runs.values_at(gene, np.where(at_end, size - 1, below + 1))
     edges[gene, slot] = _lerp(lower, upper, np.where(at_end, 0.0, gamma))
-    return edges, n_distinct
+    return edges
 
 
 def _lerp(lower: np.ndarray, upper: np.ndarray, gamma: np.ndarray) -> np.ndarray:
@@ -110,13 +176,12 @@ def _lerp(lower: np.ndarray, upper: np.ndarray, gamma: np.ndarray) -> np.ndarray
     return result
 
 
-def assign_bins(matrix: sparse.csc_matrix, edges: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
-    """Bin of every stored value of ``matrix``: ``searchsorted(edges, x, "right") + 1``."""
-    genes = np.repeat(np.arange(matrix.shape[1]), np.diff(matrix.indptr))
-    bins = np.ones(matrix.data.shape[0], dtype=np.uint8)
+def _bins_of(values: np.ndarray, genes: np.ndarray, edges: np.ndarray, chunk: int = 1 << 20):
+    """Bin of each value of the given genes: ``searchsorted(edges, x, "right") + 1``."""
+    bins = np.ones(values.shape[0], dtype=np.uint8)
     for start in range(0, bins.shape[0], chunk):
         part = slice(start, start + chunk)
-        x = matrix.data[part].astype(np.float64)[:, None]
+        x = values[part].astype(np.float64)[:, None]
         bins[part] += (edges[genes[part]] <= x).sum(axis=1, dtype=np.uint8)
     return bins
 
@@ -127,42 +192,58 @@ def xlogx_table(n_cells: int) -> np.ndarray:
     return m * np.log2(m, out=np.zeros_like(m), where=m > 0)
 
 
-def bin_genes(matrix: sparse.csc_matrix, n_bins: int) -> BinnedGenes:
-    """Discretise every gene of ``matrix`` (cells × genes) into the kernels' input.
-
-    ``matrix`` holds the used genes' values (validated: finite, ``>= 0``) with no
-    explicit zeros; any int or float dtype.
-    """
+def bin_cells(
+    matrix: sparse.csc_matrix, genes: GeneBins, value_sums: np.ndarray | None = None
+) -> BinnedGenes:
+    """The kernels' input for the cells of ``matrix`` (cells × genes CSC, no explicit zeros),
+    binned with ``genes``' edges. Its marginals are those of these cells; ``value_sums``
+    may be given when already known (the whole data: :attr:`GeneBins.value_sums`)."""
     n_cells, n_genes = matrix.shape
-    edges, n_distinct = bin_edges(sort_columns(matrix), n_bins)
-    bins = assign_bins(matrix, edges)
-    n_bins_per_gene = (np.minimum(n_bins, n_distinct) + 1).astype(np.int32)
-
+    genes_of_entry = np.repeat(np.arange(n_genes), np.diff(matrix.indptr))
+    bins = _bins_of(matrix.data, genes_of_entry, genes.edges)
+    values = matrix.data.astype(np.float64)
     by_cell = sparse.csc_matrix(
         (np.arange(1, bins.shape[0] + 1), matrix.indices, matrix.indptr), shape=matrix.shape
     ).tocsr()
     order = by_cell.data - 1
-    values = matrix.data.astype(np.float64)
 
-    genes_of_entry = np.repeat(np.arange(n_genes), np.diff(matrix.indptr))
-    max_bins = int(n_bins_per_gene.max(initial=1))
+    max_bins = genes.bin_counts.shape[1]
     bin_counts = np.bincount(
         genes_of_entry * max_bins + bins, minlength=n_genes * max_bins
     ).reshape(n_genes, max_bins)
-    n_expressed = np.diff(matrix.indptr)
-    varies = (n_expressed > 0) & ((n_expressed < n_cells) | (n_distinct > 1))
-
+    if value_sums is None:
+        value_sums = np.bincount(genes_of_entry, weights=values, minlength=n_genes)
     return BinnedGenes(
         n_cells=n_cells,
         indptr=by_cell.indptr.astype(np.int64),
         genes=by_cell.indices.astype(np.int32),
         bins=bins[order],
         values=values[order],
-        n_bins=n_bins_per_gene,
+        n_bins=genes.n_bins,
         bin_counts=bin_counts.astype(np.int64),
-        value_sums=np.bincount(genes_of_entry, weights=values, minlength=n_genes).astype(
-            np.float64
-        ),
-        varies=varies,
+        value_sums=value_sums.astype(np.float64),
+        varies=varying_genes(matrix),
         xlogx=xlogx_table(n_cells),
     )
+
+
+def varying_genes(matrix: sparse.csc_matrix) -> np.ndarray:
+    """Genes not constant over the cells of ``matrix`` (their correlation is defined)."""
+    n_expressed = np.diff(matrix.indptr)
+    if not matrix.nnz:
+        return np.zeros(matrix.shape[1], dtype=bool)
+    # A gene expressed in every cell has no implicit zeros, so min is its smallest value.
+    highest = matrix.max(axis=0).toarray().ravel()
+    lowest = matrix.min(axis=0).toarray().ravel()
+    partial = (n_expressed > 0) & (n_expressed < matrix.shape[0])
+    return partial | ((n_expressed == matrix.shape[0]) & (highest != lowest))
+
+
+def bin_genes(matrix: sparse.csc_matrix, n_bins: int) -> BinnedGenes:
+    """Discretise every gene of ``matrix`` (cells × genes) into the kernels' input.
+
+    ``matrix`` holds the used genes' values (validated: finite, ``>= 0``) with no
+    explicit zeros; any int or float dtype.
+    """
+    genes = GeneBins.of_runs(ValueRuns.of_matrix(matrix), matrix.shape[0], n_bins)
+    return bin_cells(matrix, genes, value_sums=genes.value_sums)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import singledispatch
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,17 +17,23 @@ GeneSelection = None | str | Sequence[str] | np.ndarray | pd.Series | pd.Index
 
 @dataclass(frozen=True)
 class Selection:
-    """The values of the used genes, cells × used genes, as CSC without explicit zeros.
+    """Where the values of the used genes are, before anything is read.
 
-    ``columns`` are the used genes' positions in ``adata.var_names``, in the matrix's
-    order; ``source`` names where the values came from, for messages (``"adata.X"``,
-    ``"adata.layers['counts']"``, ...).
+    ``values`` is the array that holds them (``X``, a layer or ``raw.X``: in memory, Dask
+    or backed), ``positions`` the column in ``values`` of each used gene and ``columns``
+    its position in ``adata.var_names``, both in the order the genes enter the kernel;
+    ``source`` names the array for messages (``"adata.X"``, ``"adata.layers['counts']"``).
     """
 
-    matrix: sparse.csc_matrix
+    values: Any
+    positions: np.ndarray
     columns: np.ndarray
     source: str
     use_raw: bool
+
+    def in_memory(self) -> sparse.csc_matrix:
+        """The used genes' values, cells × used genes, as CSC without explicit zeros."""
+        return used_columns(self.values, self.positions)
 
 
 def resolve_use_raw(adata: AnnData, layer: str | None, use_raw: bool | None) -> bool:
@@ -96,13 +103,8 @@ def select_matrix(
     use_raw: bool | None,
     columns: np.ndarray | None = None,
 ) -> Selection:
-    """The values of the genes at ``columns`` (positions in ``adata.var_names``; all when
-    ``None``), in that order, after checking that there is something to compute on."""
-    if adata.isbacked:
-        raise ValueError(
-            "This AnnData is opened in backed mode, which geneverse does not read yet; "
-            "load it into memory with adata = adata.to_memory() first."
-        )
+    """Where the values of the genes at ``columns`` (positions in ``adata.var_names``; all
+    when ``None``) are, after checking that there is something to compute on."""
     use_raw = resolve_use_raw(adata, layer, use_raw)
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise ValueError(
@@ -115,7 +117,8 @@ def select_matrix(
         raise ValueError("No genes are selected (genes= selects none); select at least one.")
     source, values, positions = _source(adata, layer, use_raw)
     return Selection(
-        matrix=used_columns(values, positions[columns]),
+        values=values,
+        positions=positions[columns],
         columns=columns,
         source=source,
         use_raw=use_raw,
@@ -149,8 +152,8 @@ def _source(adata: AnnData, layer: str | None, use_raw: bool):
 def used_columns(values, columns: np.ndarray) -> sparse.csc_matrix:
     """The given columns of ``values`` as a new CSC matrix without explicit zeros."""
     raise TypeError(
-        f"geneverse cannot read a matrix of type {type(values).__name__}; use a numpy array "
-        "or a scipy sparse matrix (dask arrays and backed files are not supported yet)."
+        f"geneverse cannot read a matrix of type {type(values).__name__}; use a numpy array, "
+        "a scipy sparse matrix, a Dask array or a backed .h5ad file."
     )
 
 

@@ -6,7 +6,7 @@ import importlib
 
 import pandas as pd
 
-from ._base import BinnedGenes, Kernel
+from ._base import BinnedGenes, CountBlock, Kernel
 
 #: ``backend="auto"`` tries these in order; the value is the module and class of each.
 _REGISTRY: dict[str, tuple[str, str]] = {
@@ -16,7 +16,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "numpy": ("._numpy", "NumpyKernel"),
 }
 
-__all__ = ["BinnedGenes", "Kernel", "backends", "resolve_backend"]
+__all__ = ["BinnedGenes", "CountBlock", "Kernel", "backends", "resolve_backend"]
 
 
 def _load(name: str) -> tuple[type[Kernel] | None, str | None]:

@@ -70,11 +70,32 @@ class BinnedGenes:
         return int(self.bin_counts.shape[1])
 
 
+@dataclass(frozen=True)
+class CountBlock:
+    """The sufficient statistics of a row block, before the MI finish.
+
+    For genes ``i`` in ``start:stop`` and ``j`` in ``start:n_genes``: ``counts[r, a-1, c,
+    b-1]`` is ``n_ij(a, b)``, the cells with gene ``start + r`` in bin ``a > 0`` and gene
+    ``start + c`` in bin ``b > 0`` (``int64``, shape ``(rows, max_bins - 1, columns,
+    max_bins - 1)``), and ``products[r, c]`` the sum over cells of their values' product
+    (``float64``; zeros when the run is unsigned). Counts of disjoint sets of cells add
+    up, which is how chunks of cells are reduced.
+    """
+
+    counts: np.ndarray
+    products: np.ndarray
+
+    def __add__(self, other: CountBlock) -> CountBlock:
+        return CountBlock(self.counts + other.counts, self.products + other.products)
+
+
 class Kernel(ABC):
     """A backend that computes rows of the signed MI matrix.
 
     Subclasses set :attr:`name`, implement :meth:`unavailable_reason` (``None`` when the
-    backend can run here) and :meth:`row_block`. Instances are made for one run:
+    backend can run here), :meth:`count_block` and :meth:`finish_block`, and may replace
+    :meth:`row_block` by a fused version with the same result. Instances are made for one
+    run:
     ``Kernel(data, signed=..., n_jobs=..., device=...)``, so a kernel may prepare state
     (move data to a device, build an index) once in ``__init__``.
     """
@@ -101,7 +122,6 @@ class Kernel(ABC):
         """How many rows the caller should ask for at a time (a hint, not a rule)."""
         return 256
 
-    @abstractmethod
     def row_block(self, start: int, stop: int) -> np.ndarray:
         """Signed MI of genes ``start:stop`` against genes ``start:n_genes``.
 
@@ -111,3 +131,17 @@ class Kernel(ABC):
         the (signed, when ``self.signed``) MI in bits of gene ``start + r`` with gene
         ``start + c``. The diagonal entries (``r == c``) are 0.
         """
+        return self.finish_block(start, self.count_block(start, stop))
+
+    def count_block(self, start: int, stop: int) -> CountBlock:
+        """The co-occurrence counts (and value products) of a row block of this data."""
+        raise NotImplementedError(f"the {self.name!r} backend cannot count chunks yet")
+
+    def finish_block(self, start: int, block: CountBlock) -> np.ndarray:
+        """The row block's MI from its counts and this data's marginals (``row_block``).
+
+        ``block`` may hold the counts of other cells than this kernel's entries (the sum
+        over chunks of cells): only the marginals of :class:`BinnedGenes` (``n_cells``,
+        ``bin_counts``, ``value_sums``, ``varies``, ``xlogx``) are used.
+        """
+        raise NotImplementedError(f"the {self.name!r} backend cannot count chunks yet")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from ._base import BinnedGenes, Kernel
+from ._base import BinnedGenes, CountBlock, Kernel
 
 #: Entries of the dense count block ``(rows, bins, columns, bins)`` held at once.
 _BLOCK_ENTRIES = 1 << 23
@@ -50,21 +50,26 @@ class NumpyKernel(Kernel):
         per_row = self._width**2 * self.data.n_genes
         return max(1, _BLOCK_ENTRIES // per_row)
 
-    def row_block(self, start: int, stop: int) -> np.ndarray:
-        counts = self._counts(start, stop)
-        mi = self._finish(counts, start, stop)
+    def count_block(self, start: int, stop: int) -> CountBlock:
+        w = self._width
+        counts = (self._onehot_t[start * w : stop * w] @ self._onehot)[:, start * w :]
+        counts = counts.toarray().astype(np.int64)
+        products = np.zeros((stop - start, self.data.n_genes - start))
         if self.signed:
-            mi *= self._signs(start, stop)
+            products = (self._values_t[start:stop] @ self._values)[:, start:].toarray()
+        return CountBlock(
+            counts=counts.reshape(stop - start, w, self.data.n_genes - start, w),
+            products=products,
+        )
+
+    def finish_block(self, start: int, block: CountBlock) -> np.ndarray:
+        stop = start + block.counts.shape[0]
+        mi = self._finish(block.counts, start, stop)
+        if self.signed:
+            mi *= self._signs(block.products, start, stop)
         rows = np.arange(stop - start)
         mi[rows, rows] = 0.0
         return mi.astype(np.float32)
-
-    def _counts(self, start: int, stop: int) -> np.ndarray:
-        """``n_ij(a, b)`` for genes ``i`` in ``start:stop``, ``j`` in ``start:``, a, b > 0."""
-        w = self._width
-        block = self._onehot_t[start * w : stop * w] @ self._onehot
-        block = block[:, start * w :].toarray()
-        return block.reshape(stop - start, w, self.data.n_genes - start, w)
 
     def _finish(self, counts: np.ndarray, start: int, stop: int) -> np.ndarray:
         """MI in bits from the counts, the marginals and the ``m log2 m`` table (§3)."""
@@ -86,11 +91,10 @@ class NumpyKernel(Kernel):
         mi = np.log2(safe_n) + (s_joint - s_i - s_j) / safe_n
         return np.where(n > 0, np.maximum(mi, 0.0), 0.0)
 
-    def _signs(self, start: int, stop: int) -> np.ndarray:
+    def _signs(self, products: np.ndarray, start: int, stop: int) -> np.ndarray:
         """Sign of each pair's Pearson correlation over all cells; 0 when undefined."""
         data = self.data
-        gram = (self._values_t[start:stop] @ self._values)[:, start:].toarray()
         sums = data.value_sums
-        covariance = data.n_cells * gram - sums[start:stop, None] * sums[None, start:]
+        covariance = data.n_cells * products - sums[start:stop, None] * sums[None, start:]
         defined = data.varies[start:stop, None] & data.varies[None, start:]
         return np.sign(covariance) * defined

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 from anndata import AnnData
-from scipy import sparse
 
 from .. import _logging as logg
-from .._binning import sort_columns
+from .._binning import ValueRuns
+from .._chunked import chunk_source, chunked_value_runs
 from .._matrix import select_matrix
-from .._validate import check_flag, check_key, check_values
+from .._validate import check_flag, check_key
 
 
 def filter_entropy(
@@ -62,13 +62,8 @@ def filter_entropy(
     check_flag("inplace", inplace)
     check_key(key_added)
     selection = select_matrix(adata, layer=layer, use_raw=use_raw)
-    check_values(
-        selection.matrix,
-        source=selection.source,
-        gene_names=adata.var_names,
-        cell_names=adata.obs_names,
-    )
-    entropy = gene_entropy(selection.matrix)
+    source = chunk_source(selection.values, selection.positions, selection.source)
+    entropy = entropy_of_runs(chunked_value_runs(source, adata.var_names, adata.obs_names))
     keep = entropy > min_entropy
     if not inplace:
         return keep, entropy
@@ -81,11 +76,10 @@ def filter_entropy(
     return None
 
 
-def gene_entropy(matrix: sparse.csc_matrix) -> np.ndarray:
+def entropy_of_runs(runs: ValueRuns) -> np.ndarray:
     """Entropy (nats) of the counts of each gene's distinct values > 0; 0 when none."""
-    counts, n_distinct = sort_columns(matrix).run_lengths()
-    gene_of_run = np.repeat(np.arange(matrix.shape[1]), n_distinct)
-    total = np.diff(matrix.indptr).astype(np.float64)
-    clogc = np.bincount(gene_of_run, weights=counts * np.log(counts), minlength=matrix.shape[1])
+    counts = runs.counts.astype(np.float64)
+    total = runs.n_expressed()
+    clogc = np.bincount(runs.gene_of_run(), weights=counts * np.log(counts), minlength=runs.n_genes)
     safe_total = np.maximum(total, 1.0)
     return np.where(total > 0, np.log(safe_total) - clogc / safe_total, 0.0)

@@ -6,6 +6,7 @@ assemble → store in the AnnData, all at once, at the end.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,9 +17,17 @@ from scipy import sparse
 
 from .. import _logging as logg
 from .._assemble import Assembler, DenseAssembler, SparseAssembler, TopKAssembler
-from .._binning import bin_genes
+from .._binning import GeneBins, bin_genes
+from .._chunked import (
+    chunk_source,
+    chunked_bins,
+    chunked_row_blocks,
+    chunked_value_runs,
+    is_chunked,
+    varying_genes_of_runs,
+)
 from .._estimate import check_dense_fits, estimate_run
-from .._matrix import GeneSelection, Selection, resolve_genes, select_matrix
+from .._matrix import GeneSelection, resolve_genes, select_matrix
 from .._settings import resolve_n_jobs, settings
 from .._validate import check_flag, check_key, check_n_bins, check_top_k, check_values
 from ..kernels import BinnedGenes, Kernel, resolve_backend
@@ -156,27 +165,25 @@ def coexpression(
     check_flag("copy", copy)
     check_key(key_added)
     check_top_k(top_k)
+    if copy and adata.isbacked:
+        raise ValueError(
+            "copy=True would load this backed AnnData into memory; use copy=False: the "
+            "results are added to the AnnData (X stays on disk), or load it first with "
+            "adata.to_memory()."
+        )
     n_jobs = resolve_n_jobs(n_jobs)
     kernel_class = resolve_backend(settings.backend if backend == "auto" else backend, device)
     plan = plan_genes(adata, genes, against)
     groups = resolve_groups(adata, groupby)
     selection = select_matrix(adata, layer=layer, use_raw=use_raw, columns=plan.order)
-    check_values(
-        selection.matrix,
-        source=selection.source,
-        gene_names=adata.var_names[plan.order],
-        cell_names=adata.obs_names,
-    )
-    sparse_output = top_k is not None or against is not None
-    if not sparse_output:
+    if top_k is None and against is None:
         check_dense_fits(adata.n_vars, n_outputs=len(groups))
 
-    results = {}
-    for group in groups:
-        binned = bin_genes(_rows(selection.matrix, group.cells), n_bins)
-        kernel = kernel_class(binned, signed=signed, n_jobs=n_jobs, device=device)
-        logg.info(estimate_run(binned, kernel, plan.n_rows, group.name))
-        results[group.name] = (binned, mutual_information(kernel, plan, top_k))
+    def make_kernel(data: BinnedGenes) -> Kernel:
+        return kernel_class(data, signed=signed, n_jobs=n_jobs, device=device)
+
+    run = _run_chunked if is_chunked(selection.values) else _run_in_memory
+    results = run(adata, selection, groups, plan, make_kernel, n_bins=n_bins, top_k=top_k)
 
     if copy:
         adata = adata.copy()
@@ -195,7 +202,7 @@ def coexpression(
         "device": device,
         "n_jobs": n_jobs,
     }
-    _store(adata, key_added, selection, groups, results, params, kernel_class.name)
+    _store(adata, key_added, selection.columns, groups, results, params, kernel_class.name)
     logg.info("    finished", since=started)
     logg.hint(f"added 'varp[{key_added}_mi]', 'layers[{key_added}_bins]', 'uns[{key_added}]'")
     return adata if copy else None
@@ -244,11 +251,69 @@ def _rows(matrix: sparse.csc_matrix, cells: np.ndarray) -> sparse.csc_matrix:
     return matrix if cells.size == matrix.shape[0] else matrix[cells]
 
 
-def mutual_information(
-    kernel: Kernel, plan: GenePlan, top_k: int | None
+@dataclass(frozen=True)
+class GroupResult:
+    """What one group of cells gives: its bins (its cells × used genes) and its MI."""
+
+    bins: sparse.csr_matrix
+    n_bins: np.ndarray
+    mi: np.ndarray | sparse.csr_matrix
+
+
+def _run_in_memory(adata, selection, groups, plan, make_kernel, *, n_bins, top_k):
+    """Read the used genes once, then bin and count each group of cells in memory."""
+    matrix = selection.in_memory()
+    check_values(
+        matrix,
+        source=selection.source,
+        gene_names=adata.var_names[selection.columns],
+        cell_names=adata.obs_names,
+    )
+    results = []
+    for group in groups:
+        binned = bin_genes(_rows(matrix, group.cells), n_bins)
+        kernel = make_kernel(binned)
+        logg.info(estimate_run(binned, kernel, plan.n_rows, group.name))
+        blocks = _row_blocks(kernel, plan.n_rows)
+        results.append(
+            GroupResult(
+                bins=sparse.csr_matrix((binned.bins, binned.genes, binned.indptr), matrix.shape),
+                n_bins=binned.n_bins,
+                mi=assemble(blocks, plan, binned.n_genes, top_k),
+            )
+        )
+    return results
+
+
+def _run_chunked(adata, selection, groups, plan, make_kernel, *, n_bins, top_k):
+    """Two passes over chunks of cells (Dask, backed): edges, then reduced counts."""
+    if groups[0].name is not None:
+        raise ValueError(
+            "groupby= needs the data in memory; load it with adata.to_memory() (backed) "
+            "or adata.X = adata.X.compute() (Dask), or subset the cells of each group."
+        )
+    source = chunk_source(selection.values, selection.positions, selection.source)
+    logg.info(f"    reading {selection.source} chunk by chunk ({type(selection.values).__name__})")
+    runs = chunked_value_runs(source, adata.var_names[selection.columns], adata.obs_names)
+    genes = GeneBins.of_runs(runs, source.n_cells, n_bins)
+    summary = genes.summary(varying_genes_of_runs(runs, source.n_cells))
+    blocks = chunked_row_blocks(source, genes, summary, make_kernel, plan.n_rows)
+    mi = assemble(blocks, plan, genes.n_bins.shape[0], top_k)
+    return [GroupResult(bins=chunked_bins(source, genes), n_bins=genes.n_bins, mi=mi)]
+
+
+def _row_blocks(kernel: Kernel, n_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, block)`` of the kernel's row blocks over the first ``n_rows`` genes."""
+    step = max(1, kernel.preferred_block_rows)
+    starts = range(0, n_rows, step)
+    for start in logg.progress(starts, total=len(starts), description="gene blocks"):
+        yield start, kernel.row_block(start, min(n_rows, start + step))
+
+
+def assemble(
+    blocks: Iterable[tuple[int, np.ndarray]], plan: GenePlan, n_genes: int, top_k: int | None
 ) -> np.ndarray | sparse.csr_matrix:
-    """The symmetric MI matrix of the plan's genes, assembled from the kernel's row blocks."""
-    n_genes = kernel.data.n_genes
+    """The symmetric MI matrix of the plan's genes from its row blocks."""
     assembler: Assembler
     if top_k is not None:
         assembler = TopKAssembler(n_genes, top_k)
@@ -256,10 +321,7 @@ def mutual_information(
         assembler = SparseAssembler(n_genes)
     else:
         assembler = DenseAssembler(n_genes)
-    step = max(1, kernel.preferred_block_rows)
-    starts = range(0, plan.n_rows, step)
-    for start in logg.progress(starts, total=len(starts), description="gene blocks"):
-        block = kernel.row_block(start, min(plan.n_rows, start + step))
+    for start, block in blocks:
         wanted = plan.pair_mask(start, start + block.shape[0])
         assembler.add(start, block if wanted is None else np.where(wanted, block, 0))
     return assembler.result()
@@ -275,30 +337,29 @@ def _genes_param(adata: AnnData, given: GeneSelection, positions: np.ndarray) ->
 def _store(
     adata: AnnData,
     key: str,
-    selection: Selection,
+    columns: np.ndarray,
     groups: list[Group],
-    results: dict[str | None, tuple[BinnedGenes, Any]],
+    results: list[GroupResult],
     params: dict[str, Any],
     backend: str,
 ) -> None:
     """Write every result into ``adata``, all at once, at the end."""
     from .. import __version__
 
-    columns = selection.columns
     bins = [
-        _bins_entries(binned, group.cells, columns)
-        for group, (binned, _) in zip(groups, results.values(), strict=True)
+        (group.cells[r.bins.tocoo().row], columns[r.bins.tocoo().col], r.bins.tocoo().data)
+        for group, r in zip(groups, results, strict=True)
     ]
     rows, cols, values = (np.concatenate(part) for part in zip(*bins, strict=True))
     adata.layers[f"{key}_bins"] = sparse.csr_matrix(
         (values, (rows, cols)), shape=adata.shape, dtype=np.uint8
     )
-    for group, (binned, mi) in zip(groups, results.values(), strict=True):
+    for group, result in zip(groups, results, strict=True):
         suffix = "" if group.name is None else f"_{group.name}"
         n_bins = np.zeros(adata.n_vars, dtype=np.int32)
-        n_bins[columns] = binned.n_bins
+        n_bins[columns] = result.n_bins
         adata.var[f"{key}_n_bins{suffix}"] = n_bins
-        adata.varp[f"{key}_mi{suffix}"] = _in_var_space(mi, columns, adata.n_vars)
+        adata.varp[f"{key}_mi{suffix}"] = _in_var_space(result.mi, columns, adata.n_vars)
     used = np.zeros(adata.n_vars, dtype=bool)
     used[columns] = True
     adata.var[f"{key}_used"] = used
@@ -306,12 +367,6 @@ def _store(
     if groups[0].name is not None:
         uns["groups"] = np.asarray([group.name for group in groups], dtype=str)
     adata.uns[key] = uns
-
-
-def _bins_entries(binned: BinnedGenes, cells: np.ndarray, columns: np.ndarray):
-    """The bins of one group as (cell, gene, bin) entries in the AnnData's coordinates."""
-    cell_of_entry = np.repeat(cells, np.diff(binned.indptr))
-    return cell_of_entry, columns[binned.genes], binned.bins
 
 
 def _in_var_space(mi, columns: np.ndarray, n_vars: int):
