@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import get, pl, pp, tl
 from ._settings import settings
+from ._versions import print_versions
 from .kernels import backends
 
 try:
@@ -18,4 +19,4 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__", "backends", "get", "pl", "pp", "settings", "tl"]
+__all__ = ["__version__", "backends", "get", "pl", "pp", "print_versions", "settings", "tl"]

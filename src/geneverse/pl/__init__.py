@@ -1,1 +1,5 @@
 """Plotting: ``gv.pl``."""
+
+from ._heatmap import mi_heatmap
+
+__all__ = ["mi_heatmap"]

@@ -1,0 +1,5 @@
+"""``python -m geneverse``: the ``geneverse`` command."""
+
+from .cli import main
+
+raise SystemExit(main())
