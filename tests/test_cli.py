@@ -249,3 +249,17 @@ def test_demo_refuses_a_file_as_folder(tmp_path):
     (tmp_path / "taken").write_text("")
     result = geneverse("demo", "-o", tmp_path / "taken")
     assert_one_line_error(result, 2, "is not a folder")
+
+
+def test_top_k_writes_a_sparse_network(workdir, capsys):
+    result = in_process(
+        capsys, "coexpression", workdir / "in.h5ad", "-o", workdir / "out.h5ad",
+        "--layer", "counts", "--top-k", "3", "--backend", "numpy", "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    mi = ad.read_h5ad(workdir / "out.h5ad").varp["gv_mi"]
+    assert sparse.issparse(mi) and 0 < mi.nnz <= 2 * 3 * mi.shape[0]
+    bad = in_process(
+        capsys, "coexpression", workdir / "in.h5ad", "-o", workdir / "o.h5ad", "--top-k", "0"
+    )
+    assert_one_line_error(bad, 2, "--top-k", "positive number of partners")

@@ -54,8 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(str(error), 2)
     except (Failure, ValueError, TypeError, OSError) as error:
         return _error(str(error), 1)
-    except MemoryError:
-        return _error("not enough memory; select fewer genes (--genes) or use a bigger machine.", 1)
+    except MemoryError as error:
+        return _error(
+            str(error) or "not enough memory; select fewer genes (--genes) or use --top-k.", 1
+        )
     except KeyboardInterrupt:
         return _error("interrupted.", 130)
     return 0
@@ -139,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="most bins of a gene's nonzero values, 1 to 255 (default: 10)",
     )
     coexpression.add_argument(
+        "--top-k",
+        metavar="K",
+        type=_top_k,
+        help="keep each gene's K strongest partners as a sparse matrix (for many genes)",
+    )
+    coexpression.add_argument(
         "--min-entropy",
         metavar="E",
         type=_number,
@@ -212,6 +220,13 @@ def _n_jobs(text: str) -> int:
     value = _whole_number(text, "a number of threads (or -1 for all cores)")
     if value < 1 and value != -1:
         raise argparse.ArgumentTypeError(f"{value} is not a number of threads: use 1 or more")
+    return value
+
+
+def _top_k(text: str) -> int:
+    value = _whole_number(text, "a number of partners")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number of partners")
     return value
 
 
@@ -325,6 +340,7 @@ def _coexpression(adata: AnnData, args: argparse.Namespace, *, genes=None) -> fl
         use_raw=getattr(args, "use_raw", None),
         genes=genes,
         n_bins=getattr(args, "n_bins", 10),
+        top_k=getattr(args, "top_k", None),
         backend=args.backend,
         device=args.device,
         n_jobs=args.n_jobs,
