@@ -20,12 +20,14 @@ BACKENDS = [("numpy", None), ("rust", None), ("numba", None), ("gpu", "cpu")]
 
 
 @pytest.fixture(autouse=True)
-def _quiet():
-    """Tests run silently; a test that checks messages sets the verbosity itself."""
-    before = gv.settings.verbosity
+def _quiet_and_uncached():
+    """Tests run silently and compute every time; a test of messages or of the cache
+    sets the verbosity or the cache folder itself."""
+    before = gv.settings.verbosity, gv.settings.cache_dir
     gv.settings.verbosity = 0
+    gv.settings.cache_dir = None
     yield
-    gv.settings.verbosity = before
+    gv.settings.verbosity, gv.settings.cache_dir = before
 
 
 @pytest.fixture(scope="session")

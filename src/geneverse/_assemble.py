@@ -2,7 +2,8 @@
 
 A kernel hands out blocks ``rows start:stop × columns start:``; an assembler keeps what
 the user asked for, so the dense ``genes × genes`` matrix is only ever built when it is
-the requested output.
+the requested output. A block may come with a payload (the pairs' p-values), which is
+kept at the same positions as the MI.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from abc import ABC, abstractmethod
 import numpy as np
 from scipy import sparse
 
+Matrix = np.ndarray | sparse.csr_matrix
+
 
 class Assembler(ABC):
     """Collects the upper-triangle blocks of a symmetric ``n × n`` matrix."""
@@ -20,28 +23,37 @@ class Assembler(ABC):
         self.n = n
 
     @abstractmethod
-    def add(self, start: int, block: np.ndarray) -> None:
+    def add(self, start: int, block: np.ndarray, payload: np.ndarray | None = None) -> None:
         """Take ``block``: rows ``start:start+len(block)``, columns ``start:n``."""
 
     @abstractmethod
-    def result(self) -> np.ndarray | sparse.csr_matrix:
-        """The symmetric matrix (dense ``float32`` or CSR ``float32``)."""
+    def result(self) -> tuple[Matrix, Matrix | None]:
+        """The symmetric matrix (dense or CSR ``float32``) and its payload's, if any."""
 
 
 class DenseAssembler(Assembler):
-    """The full matrix, ``4 n²`` bytes."""
+    """The full matrix, ``4 n²`` bytes (twice with a payload)."""
 
     def __init__(self, n: int) -> None:
         super().__init__(n)
         self._matrix = np.zeros((n, n), dtype=np.float32)
+        self._payload: np.ndarray | None = None
 
-    def add(self, start: int, block: np.ndarray) -> None:
-        stop = start + block.shape[0]
-        self._matrix[start:stop, start:] = block
-        self._matrix[start:, start:stop] = block.T
+    def add(self, start: int, block: np.ndarray, payload: np.ndarray | None = None) -> None:
+        _place(self._matrix, start, block)
+        if payload is not None:
+            if self._payload is None:
+                self._payload = np.ones((self.n, self.n), dtype=np.float32)
+            _place(self._payload, start, payload)
 
-    def result(self) -> np.ndarray:
-        return self._matrix
+    def result(self) -> tuple[np.ndarray, np.ndarray | None]:
+        return self._matrix, self._payload
+
+
+def _place(matrix: np.ndarray, start: int, block: np.ndarray) -> None:
+    stop = start + block.shape[0]
+    matrix[start:stop, start:] = block
+    matrix[start:, start:stop] = block.T
 
 
 class SparseAssembler(Assembler):
@@ -49,15 +61,17 @@ class SparseAssembler(Assembler):
 
     def __init__(self, n: int) -> None:
         super().__init__(n)
-        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._parts: list[tuple[np.ndarray, ...]] = []
 
-    def add(self, start: int, block: np.ndarray) -> None:
+    def add(self, start: int, block: np.ndarray, payload: np.ndarray | None = None) -> None:
         rows, cols = np.nonzero(block)
-        self._parts.append((rows + start, cols + start, block[rows, cols]))
+        extra = () if payload is None else (payload[rows, cols],)
+        self._parts.append((rows + start, cols + start, block[rows, cols], *extra))
 
-    def result(self) -> sparse.csr_matrix:
-        rows, cols, values = (np.concatenate(p) for p in zip(*self._parts, strict=True))
-        return _symmetric_csr(rows, cols, values, self.n)
+    def result(self) -> tuple[sparse.csr_matrix, sparse.csr_matrix | None]:
+        rows, cols, values, *extra = (np.concatenate(p) for p in zip(*self._parts, strict=True))
+        payload = _symmetric_csr(rows, cols, extra[0], self.n) if extra else None
+        return _symmetric_csr(rows, cols, values, self.n), payload
 
 
 class TopKAssembler(Assembler):
@@ -72,35 +86,45 @@ class TopKAssembler(Assembler):
         self.k = k
         self._partner = np.full((n, k), -1, dtype=np.int64)
         self._value = np.zeros((n, k), dtype=np.float32)
+        self._payload: np.ndarray | None = None
 
-    def add(self, start: int, block: np.ndarray) -> None:
+    def add(self, start: int, block: np.ndarray, payload: np.ndarray | None = None) -> None:
+        if payload is not None and self._payload is None:
+            self._payload = np.ones((self.n, self.k), dtype=np.float32)
         stop = start + block.shape[0]
         # The block's genes see all their partners from ``start`` on in their rows; the
         # genes after the block see the block's genes in its columns.
         columns = np.arange(start, self.n)
-        self._merge(np.arange(start, stop), np.broadcast_to(columns, block.shape), block)
+        self._merge(np.arange(start, stop), np.broadcast_to(columns, block.shape), block, payload)
         later = block[:, stop - start :].T
         rows = np.broadcast_to(np.arange(start, stop), later.shape)
-        self._merge(np.arange(stop, self.n), rows, later)
+        later_payload = None if payload is None else payload[:, stop - start :].T
+        self._merge(np.arange(stop, self.n), rows, later, later_payload)
 
-    def _merge(self, genes: np.ndarray, partners: np.ndarray, values: np.ndarray) -> None:
+    def _merge(self, genes, partners, values, payload) -> None:
         """Merge candidate ``partners`` (ascending in each row) into the genes' lists."""
         # Partners kept so far come from earlier blocks and have smaller indices than the
         # candidates, so the concatenation is in ascending partner order and the stable
         # sort breaks ties in |MI| by the smaller partner index.
-        all_partners = np.concatenate([self._partner[genes], partners], axis=1)
-        all_values = np.concatenate([self._value[genes], values], axis=1)
-        order = np.argsort(-np.abs(all_values), axis=1, kind="stable")[:, : self.k]
-        best_partners = np.take_along_axis(all_partners, order, axis=1)
-        best_values = np.take_along_axis(all_values, order, axis=1)
-        by_partner = np.argsort(np.where(best_partners < 0, self.n, best_partners), axis=1)
-        self._partner[genes] = np.take_along_axis(best_partners, by_partner, axis=1)
-        self._value[genes] = np.take_along_axis(best_values, by_partner, axis=1)
+        kept = [self._partner, self._value] + ([self._payload] if payload is not None else [])
+        new = [partners, values] + ([payload] if payload is not None else [])
+        merged = [
+            np.concatenate([old[genes], add], axis=1) for old, add in zip(kept, new, strict=True)
+        ]
+        order = np.argsort(-np.abs(merged[1]), axis=1, kind="stable")[:, : self.k]
+        best = [np.take_along_axis(array, order, axis=1) for array in merged]
+        by_partner = np.argsort(np.where(best[0] < 0, self.n, best[0]), axis=1)
+        for old, array in zip(kept, best, strict=True):
+            old[genes] = np.take_along_axis(array, by_partner, axis=1)
 
-    def result(self) -> sparse.csr_matrix:
+    def result(self) -> tuple[sparse.csr_matrix, sparse.csr_matrix | None]:
         kept = (self._partner >= 0) & (self._value != 0)
         rows = np.repeat(np.arange(self.n), self.k).reshape(self.n, self.k)[kept]
-        return _symmetric_csr(rows, self._partner[kept], self._value[kept], self.n)
+        partners = self._partner[kept]
+        payload = None
+        if self._payload is not None:
+            payload = _symmetric_csr(rows, partners, self._payload[kept], self.n)
+        return _symmetric_csr(rows, partners, self._value[kept], self.n), payload
 
 
 def _symmetric_csr(rows, cols, values, n: int) -> sparse.csr_matrix:

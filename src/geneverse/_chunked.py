@@ -145,18 +145,16 @@ def chunked_bins(source: ChunkSource, genes: GeneBins) -> sparse.csr_matrix:
     return source.map_reduce(bins_of_chunk, lambda a, b: sparse.vstack([a, b], format="csr"))
 
 
-def chunked_row_blocks(
+def chunked_count_blocks(
     source: ChunkSource,
     genes: GeneBins,
-    summary: BinnedGenes,
     make_kernel: Callable[[BinnedGenes], Kernel],
     n_rows: int,
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Pass 2: ``(start, block)`` of the MI row blocks, from counts reduced over chunks.
+) -> Iterator[tuple[int, CountBlock]]:
+    """Pass 2: ``(start, counts)`` of the row blocks, the counts added up over chunks.
 
     Each pass over the cells counts as many row blocks as fit in the pass's memory.
     """
-    finisher = make_kernel(summary)
     width = max(genes.bin_counts.shape[1] - 1, 1)
     n_genes = genes.n_bins.shape[0]
     passes = _passes(n_rows, n_genes, width)
@@ -169,8 +167,7 @@ def chunked_row_blocks(
         totals = source.map_reduce(
             count_chunk, lambda a, b: [x + y for x, y in zip(a, b, strict=True)]
         )
-        for (first, _), total in zip(blocks, totals, strict=True):
-            yield first, finisher.finish_block(first, total)
+        yield from zip((first for first, _ in blocks), totals, strict=True)
 
 
 def _passes(n_rows: int, n_genes: int, width: int) -> list[list[tuple[int, int]]]:

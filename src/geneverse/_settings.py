@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+from ._cache import default_cache_dir
 
 _BACKENDS = ("auto", "gpu", "rust", "numba", "numpy")
 _VERBOSITY_NAMES = {"error": 0, "warning": 1, "info": 2, "hint": 3, "debug": 4}
@@ -29,12 +32,16 @@ class Settings:
     backend
         The backend used when a call passes ``backend="auto"``; ``"auto"`` picks the fastest
         usable one (see :func:`geneverse.backends`).
+    cache_dir
+        Where results are cached (a later identical call loads them); ``None`` disables
+        the cache. Defaults to geneverse's folder in the user's cache directory.
     """
 
     def __init__(self) -> None:
         self._verbosity = 2
         self._n_jobs = _default_n_jobs()
         self._backend = "auto"
+        self._cache_dir: Path | None = default_cache_dir()
 
     @property
     def verbosity(self) -> int:
@@ -71,10 +78,18 @@ class Settings:
             raise ValueError(f"backend must be one of {list(_BACKENDS)}, not {value!r}.")
         self._backend = value
 
+    @property
+    def cache_dir(self) -> Path | None:
+        return self._cache_dir
+
+    @cache_dir.setter
+    def cache_dir(self, value: str | os.PathLike | None) -> None:
+        self._cache_dir = None if value is None else Path(value)
+
     def __repr__(self) -> str:
         return (
             f"geneverse settings: verbosity={self.verbosity}, n_jobs={self.n_jobs}, "
-            f"backend={self.backend!r}"
+            f"backend={self.backend!r}, cache_dir={self.cache_dir}"
         )
 
 

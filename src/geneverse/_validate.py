@@ -35,6 +35,15 @@ def check_top_k(top_k: int | None) -> None:
         raise ValueError(f"top_k must be a positive number of partners per gene, not {top_k!r}.")
 
 
+METHODS = ("mi", "pearson", "spearman", "jaccard", "cosine")
+
+
+def check_method(method: str) -> None:
+    """``method`` must be MI or one of GeneVector's other co-expression measures."""
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not known; use one of {list(METHODS)}.")
+
+
 def check_key(key_added: str) -> None:
     """``key_added`` must be a non-empty string (it prefixes every stored key)."""
     if not isinstance(key_added, str) or not key_added:

@@ -6,7 +6,7 @@ assemble → store in the AnnData, all at once, at the end.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,16 +21,27 @@ from .._binning import GeneBins, bin_genes
 from .._chunked import (
     chunk_source,
     chunked_bins,
-    chunked_row_blocks,
+    chunked_count_blocks,
     chunked_value_runs,
     is_chunked,
     varying_genes_of_runs,
 )
 from .._estimate import check_dense_fits, estimate_run
 from .._matrix import GeneSelection, resolve_genes, select_matrix
+from .._measures import MEASURES
 from .._settings import resolve_n_jobs, settings
-from .._validate import check_flag, check_key, check_n_bins, check_top_k, check_values
+from .._statistics import permutation_pvalues, shuffle_cells
+from .._validate import (
+    check_flag,
+    check_key,
+    check_method,
+    check_n_bins,
+    check_top_k,
+    check_values,
+)
 from ..kernels import BinnedGenes, Kernel, resolve_backend
+from ._results import GroupResult, cached
+from ._scoring import ScoredBlock, Scoring, qvalues, score_block, scored_row_blocks
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,13 @@ def coexpression(
     top_k: int | None = None,
     n_bins: int = 10,
     signed: bool = True,
+    method: str = "mi",
+    estimator: str = "plugin",
+    zeros: str = "exclude",
+    pvals: bool = False,
+    n_permutations: int = 0,
+    random_state: int = 0,
+    cache: bool = True,
     backend: str = "auto",
     device: str | None = None,
     n_jobs: int | None = None,
@@ -118,6 +136,32 @@ def coexpression(
         Most bins of a gene's nonzero values (1–255).
     signed
         Multiply each MI by the sign of the genes' Pearson correlation.
+    method
+        ``"mi"``, or one of GeneVector's other co-expression measures, computed without
+        densifying X: ``"pearson"``, ``"spearman"``, ``"jaccard"`` (of the expressed
+        cells) or ``"cosine"``; stored as ``adata.varp[f"{key_added}_{method}"]``.
+    estimator
+        ``"plugin"`` (GeneVector's) or ``"miller_madow"``, which adds ``(occupied cells −
+        1) / (2 n)`` to each entropy term against the plug-in estimate's bias.
+    zeros
+        ``"exclude"`` (GeneVector's: only the cells expressing either gene count) or
+        ``"include"`` (the textbook MI over all cells, to compare with other tools).
+    pvals
+        Also test each pair: the G-test of independence, with Williams' correction, on
+        the full table over all cells (including the cells where both genes are zero;
+        the MI leaves them out, and conditioning on that would make even independent
+        genes look dependent), and Benjamini–Hochberg q-values. On log-normalized
+        values with many bins the χ² approximation is conservative: use
+        ``n_permutations`` or fewer bins there.
+    n_permutations
+        p-values from a permutation null instead (implies ``pvals``): each gene's cells
+        are shuffled independently ``n_permutations`` times; ``p = (1 + b) / (1 +
+        n_permutations)`` with ``b`` the shuffles whose ``|MI|`` is at least the observed.
+    random_state
+        Seed of the permutations.
+    cache
+        Reuse a stored result of an identical call (same data, genes, parameters and
+        version) from ``gv.settings.cache_dir``, and store this one there.
     backend
         ``"auto"`` (the fastest usable: ``"gpu"``, ``"rust"``, ``"numba"``, ``"numpy"``)
         or one of those names. See :func:`geneverse.backends`.
@@ -146,6 +190,9 @@ def coexpression(
         ``adata.var["gv_n_bins_{category}"]``.
     ``adata.var["gv_used"]`` : :class:`pandas.Series` (``bool``)
         The genes that entered the computation.
+    ``adata.varp["gv_pvals"]``, ``adata.varp["gv_qvals"]`` : ``float32``
+        With ``pvals`` or ``n_permutations``: each pair's p-value and Benjamini–Hochberg
+        q-value (1 for unused genes; sparse like ``gv_mi`` with ``top_k``/``against``).
     ``adata.uns["gv"]`` : :class:`dict`
         ``"params"`` (every argument), ``"backend"`` (what ran), ``"version"`` and, with
         ``groupby``, ``"groups"`` (the categories, in the order of the keys).
@@ -161,10 +208,12 @@ def coexpression(
     """
     started = logg.info("computing signed mutual information")
     check_n_bins(n_bins)
-    check_flag("signed", signed)
-    check_flag("copy", copy)
+    for name, flag in (("signed", signed), ("pvals", pvals), ("copy", copy), ("cache", cache)):
+        check_flag(name, flag)
     check_key(key_added)
     check_top_k(top_k)
+    check_method(method)
+    scoring = Scoring(estimator, zeros, pvals or n_permutations > 0, n_permutations)
     if copy and adata.isbacked:
         raise ValueError(
             "copy=True would load this backed AnnData into memory; use copy=False: the "
@@ -176,17 +225,14 @@ def coexpression(
     plan = plan_genes(adata, genes, against)
     groups = resolve_groups(adata, groupby)
     selection = select_matrix(adata, layer=layer, use_raw=use_raw, columns=plan.order)
+    chunked = is_chunked(selection.values)
+    if scoring.n_permutations and (chunked or top_k is not None or against is not None):
+        raise ValueError(
+            "n_permutations needs the dense result of data in memory; drop top_k/against, "
+            "or use pvals=True (the G-test), which works everywhere."
+        )
     if top_k is None and against is None:
-        check_dense_fits(adata.n_vars, n_outputs=len(groups))
-
-    def make_kernel(data: BinnedGenes) -> Kernel:
-        return kernel_class(data, signed=signed, n_jobs=n_jobs, device=device)
-
-    run = _run_chunked if is_chunked(selection.values) else _run_in_memory
-    results = run(adata, selection, groups, plan, make_kernel, n_bins=n_bins, top_k=top_k)
-
-    if copy:
-        adata = adata.copy()
+        check_dense_fits(adata.n_vars, n_outputs=len(groups) * (2 if scoring.pvals else 1))
     params = {
         "layer": layer,
         "use_raw": selection.use_raw,
@@ -198,13 +244,40 @@ def coexpression(
         "top_k": top_k,
         "n_bins": n_bins,
         "signed": signed,
+        "method": method,
+        "estimator": estimator,
+        "zeros": zeros,
+        "pvals": scoring.pvals,
+        "n_permutations": n_permutations,
+        "random_state": random_state,
+        "cache": cache,
         "backend": backend,
         "device": device,
         "n_jobs": n_jobs,
     }
+
+    def make_kernel(data: BinnedGenes) -> Kernel:
+        return kernel_class(data, signed=signed, n_jobs=n_jobs, device=device)
+
+    def compute() -> list[GroupResult]:
+        if method != "mi":
+            return _run_measure(adata, selection, groups, method)
+        run = _run_chunked if chunked else _run_in_memory
+        return run(
+            adata, selection, groups, plan, make_kernel,
+            n_bins=n_bins, top_k=top_k, scoring=scoring, seed=random_state,
+        )  # fmt: skip
+
+    if cache and not chunked and settings.cache_dir is not None:
+        results = cached(compute, selection, adata.var_names[plan.order], groups, params)
+    else:
+        results = compute()
+
+    if copy:
+        adata = adata.copy()
     _store(adata, key_added, selection.columns, groups, results, params, kernel_class.name)
     logg.info("    finished", since=started)
-    logg.hint(f"added 'varp[{key_added}_mi]', 'layers[{key_added}_bins]', 'uns[{key_added}]'")
+    logg.hint(f"added 'varp[{key_added}_{method}]' and 'uns[{key_added}]'")
     return adata if copy else None
 
 
@@ -251,41 +324,29 @@ def _rows(matrix: sparse.csc_matrix, cells: np.ndarray) -> sparse.csc_matrix:
     return matrix if cells.size == matrix.shape[0] else matrix[cells]
 
 
-@dataclass(frozen=True)
-class GroupResult:
-    """What one group of cells gives: its bins (its cells × used genes) and its MI."""
-
-    bins: sparse.csr_matrix
-    n_bins: np.ndarray
-    mi: np.ndarray | sparse.csr_matrix
-
-
-def _run_in_memory(adata, selection, groups, plan, make_kernel, *, n_bins, top_k):
+def _run_in_memory(adata, selection, groups, plan, make_kernel, *, n_bins, top_k, scoring, seed):
     """Read the used genes once, then bin and count each group of cells in memory."""
-    matrix = selection.in_memory()
-    check_values(
-        matrix,
-        source=selection.source,
-        gene_names=adata.var_names[selection.columns],
-        cell_names=adata.obs_names,
-    )
+    matrix = _checked_in_memory(adata, selection)
     results = []
     for group in groups:
-        binned = bin_genes(_rows(matrix, group.cells), n_bins)
+        cells = _rows(matrix, group.cells)
+        binned = bin_genes(cells, n_bins)
         kernel = make_kernel(binned)
         logg.info(estimate_run(binned, kernel, plan.n_rows, group.name))
-        blocks = _row_blocks(kernel, plan.n_rows)
+        mi, pvalues = assemble(scored_row_blocks(kernel, plan.n_rows, scoring), plan, top_k)
+        if scoring.n_permutations:
+            pvalues = _permutation_pvalues(cells, mi, n_bins, make_kernel, plan, scoring, seed)
         results.append(
             GroupResult(
-                bins=sparse.csr_matrix((binned.bins, binned.genes, binned.indptr), matrix.shape),
+                bins=sparse.csr_matrix((binned.bins, binned.genes, binned.indptr), cells.shape),
                 n_bins=binned.n_bins,
-                mi=assemble(blocks, plan, binned.n_genes, top_k),
+                scores={"mi": mi, **_significance(pvalues, plan)},
             )
         )
     return results
 
 
-def _run_chunked(adata, selection, groups, plan, make_kernel, *, n_bins, top_k):
+def _run_chunked(adata, selection, groups, plan, make_kernel, *, n_bins, top_k, scoring, seed):
     """Two passes over chunks of cells (Dask, backed): edges, then reduced counts."""
     if groups[0].name is not None:
         raise ValueError(
@@ -296,24 +357,78 @@ def _run_chunked(adata, selection, groups, plan, make_kernel, *, n_bins, top_k):
     logg.info(f"    reading {selection.source} chunk by chunk ({type(selection.values).__name__})")
     runs = chunked_value_runs(source, adata.var_names[selection.columns], adata.obs_names)
     genes = GeneBins.of_runs(runs, source.n_cells, n_bins)
-    summary = genes.summary(varying_genes_of_runs(runs, source.n_cells))
-    blocks = chunked_row_blocks(source, genes, summary, make_kernel, plan.n_rows)
-    mi = assemble(blocks, plan, genes.n_bins.shape[0], top_k)
-    return [GroupResult(bins=chunked_bins(source, genes), n_bins=genes.n_bins, mi=mi)]
+    finisher = make_kernel(genes.summary(varying_genes_of_runs(runs, source.n_cells)))
+    blocks = (
+        score_block(finisher, start, counts, scoring)
+        for start, counts in chunked_count_blocks(source, genes, make_kernel, plan.n_rows)
+    )
+    mi, pvalues = assemble(blocks, plan, top_k)
+    return [
+        GroupResult(
+            bins=chunked_bins(source, genes),
+            n_bins=genes.n_bins,
+            scores={"mi": mi, **_significance(pvalues, plan)},
+        )
+    ]
 
 
-def _row_blocks(kernel: Kernel, n_rows: int) -> Iterator[tuple[int, np.ndarray]]:
-    """``(start, block)`` of the kernel's row blocks over the first ``n_rows`` genes."""
-    step = max(1, kernel.preferred_block_rows)
-    starts = range(0, n_rows, step)
-    for start in logg.progress(starts, total=len(starts), description="gene blocks"):
-        yield start, kernel.row_block(start, min(n_rows, start + step))
+def _run_measure(adata, selection, groups, method: str) -> list[GroupResult]:
+    """GeneVector's other co-expression measures, from sparse Gram matrices."""
+    if is_chunked(selection.values):
+        raise ValueError(
+            f"method={method!r} needs the data in memory; load it first (adata.to_memory())."
+        )
+    matrix = _checked_in_memory(adata, selection)
+    return [
+        GroupResult(
+            bins=None,
+            n_bins=None,
+            scores={method: MEASURES[method](_rows(matrix, group.cells)).astype(np.float32)},
+        )
+        for group in groups
+    ]
 
 
-def assemble(
-    blocks: Iterable[tuple[int, np.ndarray]], plan: GenePlan, n_genes: int, top_k: int | None
-) -> np.ndarray | sparse.csr_matrix:
-    """The symmetric MI matrix of the plan's genes from its row blocks."""
+def _checked_in_memory(adata: AnnData, selection) -> sparse.csc_matrix:
+    matrix = selection.in_memory()
+    check_values(
+        matrix,
+        source=selection.source,
+        gene_names=adata.var_names[selection.columns],
+        cell_names=adata.obs_names,
+    )
+    return matrix
+
+
+def _permutation_pvalues(cells, observed, n_bins, make_kernel, plan, scoring, seed):
+    """``(1 + b) / (1 + P)``: ``b`` shuffles of each gene's cells with ``|MI| >= |observed|``."""
+    rng = np.random.default_rng(seed)
+    exceed = np.zeros(observed.shape, dtype=np.int32)
+    plain = Scoring(scoring.estimator, scoring.zeros)
+    for _ in logg.progress(
+        range(scoring.n_permutations), total=scoring.n_permutations, description="permutations"
+    ):
+        kernel = make_kernel(bin_genes(shuffle_cells(cells, rng), n_bins))
+        null, _ = assemble(scored_row_blocks(kernel, plan.n_rows, plain), plan, None)
+        exceed += np.abs(null) >= np.abs(observed)
+    return permutation_pvalues(exceed, scoring.n_permutations).astype(np.float32)
+
+
+def _significance(pvalues, plan: GenePlan) -> dict[str, Any]:
+    """The p-values and their q-values, when there are p-values."""
+    if pvalues is None:
+        return {}
+    tested = None
+    if plan.in_against is not None:
+        tested = np.zeros(pvalues.shape, dtype=bool)
+        tested[: plan.n_rows] = plan.in_against
+        tested[:, : plan.n_rows] |= plan.in_against[:, None]
+    return {"pvals": pvalues, "qvals": qvalues(pvalues, tested, pvalues.shape[0])}
+
+
+def assemble(blocks: Iterable[ScoredBlock], plan: GenePlan, top_k: int | None):
+    """The symmetric MI matrix of the plan's genes (and the p-values') from row blocks."""
+    n_genes = plan.order.size
     assembler: Assembler
     if top_k is not None:
         assembler = TopKAssembler(n_genes, top_k)
@@ -321,9 +436,12 @@ def assemble(
         assembler = SparseAssembler(n_genes)
     else:
         assembler = DenseAssembler(n_genes)
-    for start, block in blocks:
+    for start, block, pvalues in blocks:
         wanted = plan.pair_mask(start, start + block.shape[0])
-        assembler.add(start, block if wanted is None else np.where(wanted, block, 0))
+        if wanted is not None:
+            block = np.where(wanted, block, 0)
+            pvalues = None if pvalues is None else np.where(wanted, pvalues, 0)
+        assembler.add(start, block, pvalues)
     return assembler.result()
 
 
@@ -346,20 +464,17 @@ def _store(
     """Write every result into ``adata``, all at once, at the end."""
     from .. import __version__
 
-    bins = [
-        (group.cells[r.bins.tocoo().row], columns[r.bins.tocoo().col], r.bins.tocoo().data)
-        for group, r in zip(groups, results, strict=True)
-    ]
-    rows, cols, values = (np.concatenate(part) for part in zip(*bins, strict=True))
-    adata.layers[f"{key}_bins"] = sparse.csr_matrix(
-        (values, (rows, cols)), shape=adata.shape, dtype=np.uint8
-    )
+    if results[0].bins is not None:
+        adata.layers[f"{key}_bins"] = _bins_layer(adata, columns, groups, results)
     for group, result in zip(groups, results, strict=True):
         suffix = "" if group.name is None else f"_{group.name}"
-        n_bins = np.zeros(adata.n_vars, dtype=np.int32)
-        n_bins[columns] = result.n_bins
-        adata.var[f"{key}_n_bins{suffix}"] = n_bins
-        adata.varp[f"{key}_mi{suffix}"] = _in_var_space(result.mi, columns, adata.n_vars)
+        if result.n_bins is not None:
+            n_bins = np.zeros(adata.n_vars, dtype=np.int32)
+            n_bins[columns] = result.n_bins
+            adata.var[f"{key}_n_bins{suffix}"] = n_bins
+        for name, scores in result.scores.items():
+            fill = 1.0 if name in ("pvals", "qvals") else 0.0
+            adata.varp[f"{key}_{name}{suffix}"] = _in_var_space(scores, columns, adata.n_vars, fill)
     used = np.zeros(adata.n_vars, dtype=bool)
     used[columns] = True
     adata.var[f"{key}_used"] = used
@@ -369,8 +484,18 @@ def _store(
     adata.uns[key] = uns
 
 
-def _in_var_space(mi, columns: np.ndarray, n_vars: int):
-    """Place the used genes' matrix at their positions among all genes."""
+def _bins_layer(adata, columns, groups, results) -> sparse.csr_matrix:
+    """Every group's bins in one cells × genes layer."""
+    parts = []
+    for group, result in zip(groups, results, strict=True):
+        coo = result.bins.tocoo()
+        parts.append((group.cells[coo.row], columns[coo.col], coo.data))
+    rows, cols, values = (np.concatenate(part) for part in zip(*parts, strict=True))
+    return sparse.csr_matrix((values, (rows, cols)), shape=adata.shape, dtype=np.uint8)
+
+
+def _in_var_space(mi, columns: np.ndarray, n_vars: int, fill: float = 0.0):
+    """Place the used genes' matrix at their positions among all genes (others: ``fill``)."""
     if sparse.issparse(mi):
         coo = mi.tocoo()
         return sparse.csr_matrix(
@@ -378,6 +503,6 @@ def _in_var_space(mi, columns: np.ndarray, n_vars: int):
         )
     if columns.size == n_vars and (columns == np.arange(n_vars)).all():
         return mi
-    full = np.zeros((n_vars, n_vars), dtype=np.float32)
+    full = np.full((n_vars, n_vars), fill, dtype=np.float32)
     full[np.ix_(columns, columns)] = mi
     return full
