@@ -3,20 +3,24 @@
 ``test_coexpression.py`` checks every backend against the oracle through
 ``gv.tl.coexpression``; here the kernels are driven directly: thread counts, row blocks,
 gene tiles and cell chunks must not change a single bit of the result, the torch kernel
-runs on ``device="cpu"``, and the CUDA paths (``@pytest.mark.gpu``) agree exactly.
+runs on ``device="cpu"``, and the CUDA paths (``@pytest.mark.gpu``) agree exactly. The
+split of a row block into counts and finish (how chunks of cells are reduced) gives the
+fused row block to the last bit, also when the counts are summed over chunks of cells and
+finished by a kernel that holds only the marginals.
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
 
 import numpy as np
 import pytest
 from scipy import sparse
 
-from geneverse._binning import bin_genes
+from geneverse._binning import GeneBins, ValueRuns, bin_cells, bin_genes, varying_genes
 from geneverse.kernels import _torch
-from geneverse.kernels._base import BinnedGenes, Kernel
+from geneverse.kernels._base import BinnedGenes, CountBlock, Kernel
 from geneverse.kernels._numba import NumbaKernel
 from geneverse.kernels._torch import TorchKernel
 
@@ -92,6 +96,9 @@ def test_numba_threads_give_identical_results():
     one = _full_matrix(NumbaKernel(data, signed=True, n_jobs=1))
     two = _full_matrix(NumbaKernel(data, signed=True, n_jobs=2))
     np.testing.assert_array_equal(one, two)
+    assert numba.get_num_threads() == before
+    kernel = NumbaKernel(data, signed=True, n_jobs=1)
+    np.testing.assert_array_equal(kernel.finish_block(0, kernel.count_block(0, 60)), one)
     assert numba.get_num_threads() == before
 
 
@@ -191,6 +198,143 @@ def test_torch_cpu_refuses_cuda_only_products():
         TorchKernel(data, signed=True, n_jobs=1, device="cpu", gemm="float64")
 
 
+# -- counts and finish apart (chunks of cells) ------------------------------------------------
+
+
+def _numba_kernel(data: BinnedGenes, signed: bool) -> Kernel:
+    return NumbaKernel(data, signed=signed, n_jobs=2)
+
+
+def _torch_kernel(data: BinnedGenes, signed: bool) -> Kernel:
+    """Small tiles and cell chunks, and split diagonal tiles: every path of the torch kernel."""
+    return TorchKernel(data, signed=signed, n_jobs=1, device="cpu", tile_genes=9, chunk_cells=31)
+
+
+SPLIT_KERNELS = [
+    pytest.param(_numba_kernel, id="numba"),
+    pytest.param(_torch_kernel, id="torch-cpu", marks=requires_torch),
+]
+#: Row blocks: all rows, inside, at the end, one row, none.
+ROW_BLOCKS = [(0, 30), (4, 21), (17, 30), (29, 30), (30, 30), (8, 8)]
+
+
+@pytest.fixture
+def split_diagonals(monkeypatch):
+    monkeypatch.setattr(_torch, "_MIN_DIAGONAL_SPLIT", 4)
+
+
+def _log_values(X: np.ndarray) -> np.ndarray:
+    """Non-integer values, so that the value products are rounded (log1p of counts)."""
+    return np.log1p(X * 1.7)
+
+
+def _assert_bitwise(got: np.ndarray, expected: np.ndarray) -> None:
+    assert got.dtype == expected.dtype == np.float32
+    assert got.shape == expected.shape
+    assert got.tobytes() == expected.tobytes()
+    assert not np.signbit(expected[expected == 0]).any(), "a signed MI of -0.0"
+
+
+@pytest.mark.usefixtures("split_diagonals")
+@pytest.mark.parametrize("make_kernel", SPLIT_KERNELS)
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize(("n_bins", "values"), [(10, "counts"), (3, "log"), (1, "counts")])
+def test_finish_of_counts_is_the_row_block_bit_for_bit(make_kernel, signed, n_bins, values):
+    X = _expression(20 + n_bins, n_cells=90)
+    if values == "log":
+        X = _log_values(X)
+    data = _binned(X, n_bins)
+    kernel = make_kernel(data, signed)
+    width = max(data.max_bins - 1, 1)
+    for start, stop in ROW_BLOCKS:
+        block = kernel.count_block(start, stop)
+        assert block.counts.dtype == np.int64 and block.products.dtype == np.float64
+        assert block.counts.shape == (stop - start, width, 30 - start, width)
+        assert block.products.shape == (stop - start, 30 - start)
+        if not signed:
+            assert not block.products.any()
+        _assert_bitwise(kernel.finish_block(start, block), kernel.row_block(start, stop))
+
+
+@requires_torch
+@pytest.mark.usefixtures("split_diagonals")
+@pytest.mark.parametrize("values", ["counts", "log"])
+def test_numba_and_torch_count_the_same(values):
+    X = _expression(30, n_cells=90)
+    if values == "log":
+        X = _log_values(X)
+    data = _binned(X)
+    numba_kernel, torch_kernel = _numba_kernel(data, True), _torch_kernel(data, True)
+    for start, stop in ROW_BLOCKS:
+        numba_block = numba_kernel.count_block(start, stop)
+        torch_block = torch_kernel.count_block(start, stop)
+        np.testing.assert_array_equal(torch_block.counts, numba_block.counts)
+        # float64 sums of the same products, maybe in another order
+        np.testing.assert_allclose(torch_block.products, numba_block.products, rtol=1e-12)
+
+
+def _cell_chunks(X: np.ndarray, n_bins: int, bounds: list[int]):
+    """The global bins, the in-memory input, each chunk's input and the summary."""
+    csc = sparse.csc_matrix(X)
+    genes = GeneBins.of_runs(ValueRuns.of_matrix(csc), X.shape[0], n_bins)
+    whole = bin_cells(csc, genes, value_sums=genes.value_sums)
+    chunks = [bin_cells(csc[lo:hi], genes) for lo, hi in itertools.pairwise(bounds)]
+    return whole, chunks, genes.summary(varying_genes(csc))
+
+
+@pytest.mark.usefixtures("split_diagonals")
+@pytest.mark.parametrize("make_kernel", SPLIT_KERNELS)
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize(("n_bins", "values"), [(10, "counts"), (2, "counts"), (10, "log")])
+def test_counts_summed_over_cell_chunks_finish_to_the_in_memory_row_block(
+    make_kernel, signed, n_bins, values
+):
+    # With counts the products of every chunk are exact; with log values their sums may
+    # differ in the last bits, which can flip the sign of a covariance ~0: here only of
+    # pairs with MI 0, which are 0 (never -0.0) either way.
+    X = _expression(40 + n_bins, n_cells=100)
+    if values == "log":
+        X = _log_values(X)
+    X[60:, 4] = 0  # a gene absent from the last chunk
+    whole, chunks, summary = _cell_chunks(X, n_bins, [0, 37, 60, 100])
+    assert summary.genes.size == 0 and not summary.indptr.any()
+    in_memory = make_kernel(whole, signed)
+    finisher = make_kernel(summary, signed)
+    for start, stop in ROW_BLOCKS:
+        blocks = [make_kernel(chunk, signed).count_block(start, stop) for chunk in chunks]
+        total = blocks[0] + blocks[1] + blocks[2]
+        np.testing.assert_array_equal(total.counts, in_memory.count_block(start, stop).counts)
+        _assert_bitwise(finisher.finish_block(start, total), in_memory.row_block(start, stop))
+
+
+@pytest.mark.parametrize("make_kernel", SPLIT_KERNELS)
+def test_a_kernel_on_a_summary_without_entries(make_kernel):
+    X = _expression(50, n_cells=60)
+    whole, _, summary = _cell_chunks(X, 10, [0, 60])
+    kernel = make_kernel(summary, True)
+    block = kernel.count_block(3, 12)  # no entries: no co-occurrences
+    assert block.counts.shape == (9, whole.max_bins - 1, 27, whole.max_bins - 1)
+    assert not block.counts.any() and not block.products.any()
+    in_memory = make_kernel(whole, True)
+    counts = in_memory.count_block(0, 29)
+    _assert_bitwise(kernel.finish_block(0, counts), in_memory.row_block(0, 29))
+    with pytest.raises(ValueError, match="count block"):
+        kernel.finish_block(1, counts)  # one column too many for rows 1:30
+    with pytest.raises(ValueError, match="outside"):
+        kernel.count_block(5, 31)
+
+
+@pytest.mark.parametrize("make_kernel", SPLIT_KERNELS)
+def test_summary_of_cells_that_express_nothing(make_kernel):
+    X = np.zeros((20, 6))
+    _, chunks, summary = _cell_chunks(X, 10, [0, 7, 20])
+    first, second = (make_kernel(chunk, True).count_block(0, 6) for chunk in chunks)
+    total = first + second
+    assert isinstance(total, CountBlock)
+    got = make_kernel(summary, True).finish_block(0, total)
+    _assert_bitwise(got, np.zeros((6, 6), dtype=np.float32))
+
+
 # -- torch on CUDA --------------------------------------------------------------------------
 
 
@@ -215,3 +359,29 @@ def test_cuda_default_device_tiles_and_chunks(monkeypatch):
     np.testing.assert_array_equal(_full_matrix(default), reference)
     small = TorchKernel(data, signed=True, n_jobs=1, tile_genes=16, chunk_cells=37)
     np.testing.assert_array_equal(_full_matrix(small, 23), reference)
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("gemm", ["int8", "float32"])
+def test_cuda_counts_and_finish_apart_equal_the_row_block(gemm, monkeypatch):
+    monkeypatch.setattr(_torch, "_MIN_DIAGONAL_SPLIT", 8)
+    X = _expression(11, n_cells=300, n_genes=70)
+    whole, chunks, summary = _cell_chunks(X, 10, [0, 120, 121, 300])
+
+    def make(data: BinnedGenes, device: str = "cuda") -> TorchKernel:
+        kwargs = {"gemm": gemm} if device == "cuda" else {}
+        return TorchKernel(data, signed=True, n_jobs=1, device=device, tile_genes=24, **kwargs)
+
+    kernel, finisher, on_cpu = make(whole), make(summary), make(whole, "cpu")
+    for start, stop in [(0, 70), (5, 50), (69, 70)]:
+        expected = kernel.row_block(start, stop)
+        block = kernel.count_block(start, stop)
+        _assert_bitwise(kernel.finish_block(start, block), expected)
+        total = make(chunks[0]).count_block(start, stop)
+        for chunk in chunks[1:]:
+            total = total + make(chunk).count_block(start, stop)
+        np.testing.assert_array_equal(total.counts, block.counts)
+        _assert_bitwise(finisher.finish_block(start, total), expected)
+        # the finish adds in a fixed order and reads log2 from a table: CPU == CUDA
+        _assert_bitwise(on_cpu.finish_block(start, block), expected)

@@ -6,17 +6,26 @@ cells expressing ``i`` and, in each, the genes ``j >= i`` expressed there, addin
 The buffer is bin-of-``i``-major, so the increments of one cell land in one
 ``n_cols * max_bins`` slab that stays in cache. The work is ``sum nnz(cell)**2 / 2``
 increments, never ``n_genes**2 * n_cells``. Each gene's row is then finished in float64
-from its counts, the marginals and the shared ``xlogx`` table, and the buffer is zeroed
-again while it is read.
+from its counts, the marginals and the shared ``xlogx`` table.
+
+The fused :meth:`NumbaKernel.row_block` counts a row into a per-thread buffer, finishes
+it and zeroes the buffer while it reads it; :meth:`NumbaKernel.count_block` keeps the
+counts of every row (a :class:`~geneverse.kernels._base.CountBlock`, which chunks of
+cells add up) and :meth:`NumbaKernel.finish_block` finishes them. Both finish a row with
+the same two compiled functions, in the same order, so that
+``finish_block(start, count_block(start, stop))`` equals ``row_block(start, stop)`` bit for
+bit, and so does the finish of counts summed over chunks of the cells.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
-from ._base import BinnedGenes, Kernel
+from ._base import BinnedGenes, CountBlock, Kernel
 
 try:
     import numba
@@ -54,13 +63,15 @@ def _count_gene(i, start, counts, gram, data, index, signed):  # pragma: no cove
                 gram[genes[q] - start] += v_i * values[q]
 
 
-def _joint_sums(counts, lo, nb_i, bc_i, xlogx, s_joint, both, col):  # pragma: no cover
-    """Per column ``lo:``: the joint ``sum xlogx`` and co-expressing cells; zeroes ``counts``.
+def _joint_sums(counts, lo, nb_i, bc_i, xlogx, s_joint, both, col, clear):  # pragma: no cover
+    """Per column ``lo:``: the joint ``sum xlogx`` and co-expressing cells of one row.
 
-    ``s_joint`` gets ``sum_ab xlogx[n_ij(a,b)] + sum_a xlogx[n_i(a) - sum_b n_ij(a,b)]``,
-    ``col`` the sums over ``a``, ``both`` the total. Each bin-of-``i`` slab of ``counts``
-    is walked linearly and without branches: bins a gene does not have hold zero counts
-    and ``xlogx[0] == 0``, so they add nothing.
+    ``counts`` is the row's ``(bins of i, columns, bins of j)`` counts. ``s_joint`` gets
+    ``sum_a (sum_b xlogx[n_ij(a,b)] + xlogx[n_i(a) - sum_b n_ij(a,b)])``, ``col`` the sums
+    over ``a``, ``both`` the total. With ``clear`` the counts read are set back to 0 (the
+    fused path's reused buffer). Each bin-of-``i`` slab of ``counts`` is walked linearly
+    and without branches: bins a gene does not have hold zero counts and
+    ``xlogx[0] == 0``, so they add nothing.
     """
     n_cols, n_nz = counts.shape[1], counts.shape[2]
     s_joint[lo:] = 0.0
@@ -77,13 +88,15 @@ def _joint_sums(counts, lo, nb_i, bc_i, xlogx, s_joint, both, col):  # pragma: n
                 s += xlogx[m]
                 r += m
                 col[j_col, b] += m
-                slab[j_col, b] = 0
+            if clear:
+                for b in range(n_nz):
+                    slab[j_col, b] = 0
             s_joint[j_col] += s + xlogx[x_a - r]
             both[j_col] += r
 
 
 def _finish_row(i, start, out_row, gram, s_joint, both, col, stats, signed):  # pragma: no cover
-    """MI of gene ``i`` with the genes ``j >= i`` from the joint sums (§3); zeroes ``gram``."""
+    """MI of gene ``i`` with the genes ``j >= i`` from the joint sums (§3) and the gram."""
     n_bins, bin_counts, expressed, s_bins, value_sums, varies, xlogx, n_cells = stats
     for j_col in range(i - start, out_row.shape[0]):
         j = start + j_col
@@ -91,8 +104,6 @@ def _finish_row(i, start, out_row, gram, s_joint, both, col, stats, signed):  # 
         s = s_joint[j_col]
         for b in range(n_bins[j] - 1):
             s += xlogx[bc_j[b + 1] - col[j_col, b]]
-        g_ij = gram[j_col]
-        gram[j_col] = 0.0
         n = expressed[i] + expressed[j] - both[j_col]
         if j == i or n == 0:
             out_row[j_col] = 0.0
@@ -100,13 +111,20 @@ def _finish_row(i, start, out_row, gram, s_joint, both, col, stats, signed):  # 
         s_i = xlogx[n - expressed[i]] + s_bins[i]
         s_j = xlogx[n - expressed[j]] + s_bins[j]
         mi = max(math.log2(n) + (s - s_i - s_j) / n, 0.0)
-        if signed:
-            cov = n_cells * g_ij - value_sums[i] * value_sums[j]
+        if signed and mi > 0.0:  # 0 keeps no sign (never -0.0)
+            cov = n_cells * gram[j_col] - value_sums[i] * value_sums[j]
             if not (varies[i] and varies[j]) or cov == 0.0:
                 mi = 0.0
             elif cov < 0.0:
                 mi = -mi
         out_row[j_col] = mi
+
+
+def _mirror_rows(out):  # pragma: no cover
+    """Left of the diagonal, a row block is the transpose of the rows above."""
+    for r in _prange(out.shape[0]):
+        for c in range(r):
+            out[r, c] = out[c, r]
 
 
 def _row_block(start, stop, data, index, stats, signed, n_tasks, max_nz_bins):  # pragma: no cover
@@ -128,11 +146,48 @@ def _row_block(start, stop, data, index, stats, signed, n_tasks, max_nz_bins):  
         for r in range(task, n_rows, n_tasks):
             i = start + r
             _count_gene(i, start, counts, gram, data, index, signed)
-            _joint_sums(counts, r, n_bins[i] - 1, bin_counts[i], xlogx, s_joint, both, col)
+            _joint_sums(counts, r, n_bins[i] - 1, bin_counts[i], xlogx, s_joint, both, col, True)
             _finish_row(i, start, out[r], gram, s_joint, both, col, stats, signed)
+            gram[r:] = 0.0
+    _mirror_rows(out)
+    return out
+
+
+def _count_block(start, stop, data, index, signed, max_nz_bins, n_genes):  # pragma: no cover
+    """Counts and gram of genes ``start:stop`` against ``start:`` (a ``CountBlock``'s arrays).
+
+    Each row is counted for ``j >= i`` (as the fused path); the part left of the diagonal
+    is the transpose of the rows above it.
+    """
+    n_rows, n_cols = stop - start, n_genes - start
+    counts = np.zeros((n_rows, max_nz_bins, n_cols, max_nz_bins), dtype=np.int64)
+    products = np.zeros((n_rows, n_cols), dtype=np.float64)
+    for r in _prange(n_rows):
+        _count_gene(start + r, start, counts[r], products[r], data, index, signed)
     for r in _prange(n_rows):
         for c in range(r):
-            out[r, c] = out[c, r]
+            products[r, c] = products[c, r]
+            for a in range(max_nz_bins):
+                for b in range(max_nz_bins):
+                    counts[r, a, c, b] = counts[c, b, r, a]
+    return counts, products
+
+
+def _finish_block(start, counts, products, stats, signed, n_tasks):  # pragma: no cover
+    """Signed MI of a row block from its counts and gram, with the fused path's finish."""
+    n_bins, bin_counts, xlogx = stats[0], stats[1], stats[6]
+    n_rows, max_nz_bins, n_cols = counts.shape[0], counts.shape[1], counts.shape[2]
+    out = np.zeros((n_rows, n_cols), dtype=np.float32)
+    for task in _prange(n_tasks):
+        s_joint = np.empty(n_cols, dtype=np.float64)
+        both = np.empty(n_cols, dtype=np.int64)
+        col = np.empty((n_cols, max_nz_bins), dtype=np.int64)
+        for r in range(task, n_rows, n_tasks):
+            i = start + r
+            row = counts[r]
+            _joint_sums(row, r, n_bins[i] - 1, bin_counts[i], xlogx, s_joint, both, col, False)
+            _finish_row(i, start, out[r], products[r], s_joint, both, col, stats, signed)
+    _mirror_rows(out)
     return out
 
 
@@ -140,14 +195,20 @@ if numba is not None:
     _joint_sums = numba.njit(cache=True)(_joint_sums)
     _count_gene = numba.njit(cache=True)(_count_gene)
     _finish_row = numba.njit(cache=True)(_finish_row)
+    _mirror_rows = numba.njit(parallel=True, cache=True)(_mirror_rows)
     _row_block = numba.njit(parallel=True, cache=True)(_row_block)
+    _count_block = numba.njit(parallel=True, cache=True)(_count_block)
+    _finish_block = numba.njit(parallel=True, cache=True)(_finish_block)
 
 
 class NumbaKernel(Kernel):
     """Co-occurrence counting with a parallel Numba loop (``backend="numba"``).
 
-    ``n_jobs`` sets Numba's threads for the duration of each :meth:`row_block` call (capped
-    at ``numba.config.NUMBA_NUM_THREADS``); the previous setting is restored afterwards.
+    ``n_jobs`` sets Numba's threads for the duration of each :meth:`row_block`,
+    :meth:`count_block` and :meth:`finish_block` call (capped at
+    ``numba.config.NUMBA_NUM_THREADS``); the previous setting is restored afterwards.
+    The kernel may be built on data with no entries (a summary of the marginals, see
+    :meth:`~geneverse._binning.GeneBins.summary`) to finish counts made elsewhere.
     """
 
     name = "numba"
@@ -187,16 +248,15 @@ class NumbaKernel(Kernel):
         return 256
 
     def row_block(self, start: int, stop: int) -> np.ndarray:
-        """Signed MI of genes ``start:stop`` against genes ``start:n_genes`` (float32)."""
-        n_genes = self.data.n_genes
-        if not 0 <= start <= stop <= n_genes:
-            raise ValueError(f"row block {start}:{stop} is outside 0:{n_genes}.")
+        """Signed MI of genes ``start:stop`` against genes ``start:n_genes`` (float32).
+
+        Counts and finishes one row at a time (fused); equal bit for bit to
+        ``finish_block(start, count_block(start, stop))``.
+        """
+        self._check_rows(start, stop)
         if stop == start:
-            return np.zeros((0, n_genes - start), dtype=np.float32)
-        previous = numba.get_num_threads()
-        numba.set_num_threads(self._threads)
-        try:
-            n_tasks = min(stop - start, self._threads * _TASKS_PER_THREAD)
+            return np.zeros((0, self.data.n_genes - start), dtype=np.float32)
+        with self._numba_threads():
             return _row_block(
                 start,
                 stop,
@@ -204,9 +264,66 @@ class NumbaKernel(Kernel):
                 self._index,
                 self._stats,
                 self.signed,
-                n_tasks,
+                self._tasks(stop - start),
                 self._max_nz_bins,
             )
+
+    def count_block(self, start: int, stop: int) -> CountBlock:
+        """Co-occurrence counts and value products of genes ``start:stop`` (see
+        :class:`~geneverse.kernels._base.CountBlock`); products are 0 when unsigned."""
+        self._check_rows(start, stop)
+        with self._numba_threads():
+            counts, products = _count_block(
+                start,
+                stop,
+                self._data,
+                self._index,
+                self.signed,
+                self._max_nz_bins,
+                self.data.n_genes,
+            )
+        return CountBlock(counts=counts, products=products)
+
+    def finish_block(self, start: int, block: CountBlock) -> np.ndarray:
+        """Signed MI of the row block whose counts are ``block``, with this data's marginals.
+
+        The rows are ``start:start + len(block.counts)``; the counts may be those of other
+        cells (summed over chunks), only the marginals of :attr:`data` are used.
+        """
+        n_genes, width = self.data.n_genes, self._max_nz_bins
+        counts = np.ascontiguousarray(block.counts, dtype=np.int64)
+        products = np.ascontiguousarray(block.products, dtype=np.float64)
+        n_rows = counts.shape[0] if counts.ndim == 4 else -1
+        self._check_rows(start, start + max(n_rows, 0))
+        expected = (n_rows, width, n_genes - start, width)
+        if counts.shape != expected or products.shape != expected[::2]:
+            raise ValueError(
+                f"a count block of rows from {start} must have counts of shape {expected} "
+                f"and products of shape {expected[::2]}; got {counts.shape} and "
+                f"{products.shape}."
+            )
+        if n_rows == 0:
+            return np.zeros((0, n_genes - start), dtype=np.float32)
+        with self._numba_threads():
+            return _finish_block(
+                start, counts, products, self._stats, self.signed, self._tasks(n_rows)
+            )
+
+    def _check_rows(self, start: int, stop: int) -> None:
+        n_genes = self.data.n_genes
+        if not 0 <= start <= stop <= n_genes:
+            raise ValueError(f"row block {start}:{stop} is outside 0:{n_genes}.")
+
+    def _tasks(self, n_rows: int) -> int:
+        return min(n_rows, self._threads * _TASKS_PER_THREAD)
+
+    @contextmanager
+    def _numba_threads(self) -> Iterator[None]:
+        """Numba runs with this kernel's threads inside the block, as before after it."""
+        previous = numba.get_num_threads()
+        numba.set_num_threads(self._threads)
+        try:
+            yield
         finally:
             numba.set_num_threads(previous)
 

@@ -9,6 +9,15 @@ how CI runs it) it is a ``float32`` product, exact because a chunk never holds m
 product of the value tiles, and MI is finished on the device in ``float64``, vectorised
 over the whole tile; only the ``float32`` row block travels back to the host.
 
+The finish (:meth:`_GeneStats.mutual_information`) adds its terms one element-wise
+operation at a time, in a fixed order, and takes ``log2`` from a table: no reduction whose
+order depends on the shape of a tile or on the device. So a pair's MI depends only on its
+counts and the marginals, and :meth:`TorchKernel.row_block` (fused: tile counts finished
+where they are made) equals ``finish_block(start, count_block(start, stop))`` bit for bit,
+and so does the finish of counts summed over chunks of the cells. (The signs come from
+``float64`` value products; summed in another order, over chunks, their last bits may
+differ, which can change a sign only where a covariance is ~0.)
+
 Every gene has the same ``n_nz = max_bins - 1`` one-hot rows; the rows of bins a gene
 does not have stay zero, and contribute nothing since ``xlogx[0] == 0``. Tiles are
 padded with empty genes to the shapes ``torch._int_mm`` needs.
@@ -17,12 +26,13 @@ padded with empty genes to the shapes ``torch._int_mm`` needs.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._base import BinnedGenes, Kernel
+from ._base import BinnedGenes, CountBlock, Kernel
 
 if TYPE_CHECKING:
     import torch
@@ -41,7 +51,7 @@ _CUDA_MAX_TILE_GENES = 4096
 _MIN_DIAGONAL_SPLIT = 1024
 #: Fraction of the free device memory the tiles may use.
 _CUDA_MEMORY_SHARE = 0.6
-#: Bytes of ``float64`` temporaries one slice of the finish may use.
+#: Bytes of temporaries one slice of the finish may use.
 _FINISH_BYTES = {"cuda": 1 << 31, "cpu": 1 << 26}
 _GEMMS = ("int8", "half", "float32")
 
@@ -211,39 +221,144 @@ class TorchKernel(Kernel):
     # -- the row block --------------------------------------------------------------------
 
     def row_block(self, start: int, stop: int) -> np.ndarray:
-        """Signed MI of genes ``start:stop`` against genes ``start:n_genes`` (float32)."""
-        torch = self._torch
+        """Signed MI of genes ``start:stop`` against genes ``start:n_genes`` (float32).
+
+        Fused: each tile's counts are finished on the device where they are made. Equal
+        bit for bit to ``finish_block(start, count_block(start, stop))``.
+        """
+        self._check_rows(start, stop)
+        with self._torch_threads():
+            return self._to_host(self._row_block(start, stop))
+
+    def count_block(self, start: int, stop: int) -> CountBlock:
+        """Co-occurrence counts and value products of genes ``start:stop``, on the host.
+
+        See :class:`~geneverse.kernels._base.CountBlock`: ``int64`` counts of shape
+        ``(stop - start, n_nz, n_genes - start, n_nz)`` with ``n_nz = max_bins - 1``, and
+        ``float64`` products (zeros when unsigned). The tiles are those of
+        :meth:`row_block` (so are the products, to the last bit); left of the block's
+        diagonal the counts are those of the rows above, with the roles swapped.
+        """
+        self._check_rows(start, stop)
+        n_rows, n_cols, n_nz = stop - start, self.data.n_genes - start, self._n_nz
+        counts = np.zeros((n_rows, n_nz, n_cols, n_nz), dtype=np.int64)
+        products = np.zeros((n_rows, n_cols), dtype=np.float64)
+        with self._torch_threads():
+            for i0, i1, j0, j1 in self._upper_tiles(start, stop):
+                tile, gram = self._tile_counts(i0, i1, j0, j1)
+                width_i, width_j = tile.shape[0] // n_nz, tile.shape[1] // n_nz
+                tile4 = tile.view(width_i, n_nz, width_j, n_nz)[: i1 - i0, :, : j1 - j0]
+                rows, cols = slice(i0 - start, i1 - start), slice(j0 - start, j1 - start)
+                counts[rows, :, cols, :] = tile4.cpu().numpy()
+                if gram is not None:
+                    products[rows, cols] = gram[: i1 - i0, : j1 - j0].cpu().numpy()
+        for r in range(1, n_rows):  # left of the diagonal: the rows above, roles swapped
+            counts[r, :, :r, :] = counts[:r, :, r, :].transpose(2, 0, 1)
+            products[r, :r] = products[:r, r]
+        return CountBlock(counts=counts, products=products)
+
+    def finish_block(self, start: int, block: CountBlock) -> np.ndarray:
+        """Signed MI of the row block whose counts are ``block``, with this data's marginals.
+
+        The rows are ``start:start + len(block.counts)``; the counts may be those of other
+        cells (summed over chunks): only the marginals of :attr:`data` are used, so the
+        kernel may be built on a summary with no entries. The counts go to the device in
+        slices of rows and are finished there as in :meth:`row_block`.
+        """
+        torch, n_genes, n_nz = self._torch, self.data.n_genes, self._n_nz
+        counts, products = np.asarray(block.counts), np.asarray(block.products)
+        n_rows = counts.shape[0] if counts.ndim == 4 else -1
+        self._check_rows(start, start + max(n_rows, 0))
+        expected = (n_rows, n_nz, n_genes - start, n_nz)
+        if counts.shape != expected or products.shape != expected[::2]:
+            raise ValueError(
+                f"a count block of rows from {start} must have counts of shape {expected} "
+                f"and products of shape {expected[::2]}; got {counts.shape} and "
+                f"{products.shape}."
+            )
+        n_cols = n_genes - start
+        # Half the budget: the uploaded slice of counts is as large as the finish's copy.
+        step = _finish_rows(n_cols, n_nz, self._finish_budget // 2)
+        with self._torch_threads():
+            out = torch.zeros((n_rows, n_cols), dtype=torch.float32, device=self._dev)
+            for r0 in range(0, n_rows, step):
+                r1 = min(n_rows, r0 + step)
+                part = torch.from_numpy(np.ascontiguousarray(counts[r0:r1], dtype=np.int64))
+                gram = None
+                if self.signed:
+                    gram = torch.from_numpy(np.ascontiguousarray(products[r0:r1], np.float64))
+                    gram = gram.to(self._dev)
+                out[r0:r1] = self._finish(part.to(self._dev), gram, start + r0, start)
+            _mirror_upper(out)
+            return self._to_host(out)
+
+    def _check_rows(self, start: int, stop: int) -> None:
         n_genes = self.data.n_genes
         if not 0 <= start <= stop <= n_genes:
             raise ValueError(f"row block {start}:{stop} is outside 0:{n_genes}.")
+
+    @contextmanager
+    def _torch_threads(self) -> Iterator[None]:
+        """No autograd; on a CPU device ``n_jobs`` torch threads, as before afterwards."""
+        torch = self._torch
         threads = torch.get_num_threads()
         if self._dev.type == "cpu" and self.n_jobs and self.n_jobs > 0:
             torch.set_num_threads(int(self.n_jobs))
         try:
             with torch.no_grad():
-                return self._to_host(self._row_block(start, stop))
+                yield
         finally:
             torch.set_num_threads(threads)
 
+    @property
+    def _finish_budget(self) -> int:
+        return _FINISH_BYTES.get(self._dev.type, _FINISH_BYTES["cpu"])
+
     def _row_block(self, start: int, stop: int) -> torch.Tensor:
-        """The row block on the device: tiles of ``I = start:stop`` against ``J = start:``."""
-        torch, step = self._torch, self._plan.tile_genes
-        n_genes = self.data.n_genes
+        """The row block on the device, from the tiles of :meth:`_upper_tiles`; left of its
+        diagonal the block mirrors the rows above (as in :meth:`finish_block`)."""
+        torch, n_genes = self._torch, self.data.n_genes
         out = torch.zeros((stop - start, n_genes - start), dtype=torch.float32, device=self._dev)
+        for i0, i1, j0, j1 in self._upper_tiles(start, stop):
+            out[i0 - start : i1 - start, j0 - start : j1 - start] = self._tile(i0, i1, j0, j1)
+        _mirror_upper(out)
+        return out
+
+    def _upper_tiles(self, start: int, stop: int) -> Iterator[tuple[int, int, int, int]]:
+        """``(i0, i1, j0, j1)``: the tiles of genes ``I = start:stop`` against ``J = start:``
+        that a row block is computed from.
+
+        A tile left of the block's diagonal (``j1 <= i0``) is left out: that part of the
+        block mirrors the rows above. A diagonal tile comes in the pieces of
+        :meth:`_diagonal_pieces`.
+        """
+        step, n_genes = self._plan.tile_genes, self.data.n_genes
         for i0 in range(start, stop, step):
             i1 = min(stop, i0 + step)
-            rows = slice(i0 - start, i1 - start)
             for j0 in range(start, n_genes, step):
                 j1 = min(n_genes, j0 + step)
-                cols = slice(j0 - start, j1 - start)
-                if j1 <= i0:  # both tiles inside the block, the transpose is already there
-                    out[rows, cols] = out[cols, rows].T
-                elif (j0, j1) == (i0, i1):
-                    out[rows, cols] = self._diagonal_tile(i0, i1)
+                if j1 <= i0:
+                    continue
+                if (j0, j1) == (i0, i1):
+                    yield from self._diagonal_pieces(i0, i1)
                 else:
-                    out[rows, cols] = self._tile(i0, i1, j0, j1)
-        out.diagonal().zero_()
-        return out
+                    yield i0, i1, j0, j1
+
+    def _diagonal_pieces(self, g0: int, g1: int) -> Iterator[tuple[int, int, int, int]]:
+        """The pieces of the diagonal tile ``g0:g1``: its two diagonal halves (split again
+        while large) and the tile between them.
+
+        The lower-left quarter mirrors the upper-right one, so a large diagonal tile costs
+        about 5/8 of its products, not all of them.
+        """
+        size = g1 - g0
+        if size <= max(_MIN_DIAGONAL_SPLIT, 1):
+            yield g0, g1, g0, g1
+            return
+        mid = g0 + (_round_up(size // 2, 8) if size > 16 else size // 2)
+        yield from self._diagonal_pieces(g0, mid)
+        yield g0, mid, mid, g1
+        yield from self._diagonal_pieces(mid, g1)
 
     def _to_host(self, out: torch.Tensor) -> np.ndarray:
         """The block as a numpy array.
@@ -259,40 +374,31 @@ class TorchKernel(Kernel):
         self._torch.from_numpy(host).copy_(out)
         return host
 
-    def _diagonal_tile(self, g0: int, g1: int) -> torch.Tensor:
-        """Genes ``g0:g1`` against themselves: two halves and the product between them.
-
-        The lower-left quarter is the transpose of the upper-right one, so a large
-        diagonal tile costs about 5/8 of its products, not all of them.
-        """
-        size = g1 - g0
-        if size <= max(_MIN_DIAGONAL_SPLIT, 1):
-            return self._tile(g0, g1, g0, g1)
-        half = _round_up(size // 2, 8) if size > 16 else size // 2
-        mid = g0 + half
-        out = self._torch.empty((size, size), dtype=self._torch.float32, device=self._dev)
-        out[:half, :half] = self._diagonal_tile(g0, mid)
-        out[:half, half:] = self._tile(g0, mid, mid, g1)
-        out[half:, :half] = out[:half, half:].T
-        out[half:, half:] = self._diagonal_tile(mid, g1)
-        return out
-
     def _tile(self, i0: int, i1: int, j0: int, j1: int) -> torch.Tensor:
         """Signed MI of genes ``i0:i1`` against ``j0:j1``, float32, on the device."""
         counts, gram = self._tile_counts(i0, i1, j0, j1)
-        stats, torch = self._stats, self._torch
         width_i, width_j = counts.shape[0] // self._n_nz, counts.shape[1] // self._n_nz
         counts4 = counts.view(width_i, self._n_nz, width_j, self._n_nz)
-        budget = _FINISH_BYTES.get(self._dev.type, _FINISH_BYTES["cpu"])
-        rows = _finish_rows(width_j, self._n_nz, budget)
-        mi = torch.empty((width_i, width_j), dtype=torch.float32, device=self._dev)
-        for r0 in range(0, width_i, rows):
-            r1 = min(width_i, r0 + rows)
-            part = stats.mutual_information(counts4[r0:r1], i0 + r0, i0 + r1, j0, j0 + width_j)
-            if gram is not None:
-                part *= stats.signs(gram[r0:r1], i0 + r0, i0 + r1, j0, j0 + width_j)
+        return self._finish(counts4, gram, i0, j0)[: i1 - i0, : j1 - j0]
+
+    def _finish(self, counts4, gram, i0: int, j0: int) -> torch.Tensor:
+        """Signed MI (float32) of genes ``i0:`` against ``j0:`` from counts ``(rows, n_nz,
+        columns, n_nz)`` and their gram (``None`` when unsigned), in slices of rows.
+
+        The one finish of the fused tiles and of :meth:`finish_block`; an entry does not
+        depend on the slice or tile it is finished in.
+        """
+        stats, torch = self._stats, self._torch
+        n_rows, n_cols = counts4.shape[0], counts4.shape[2]
+        step = _finish_rows(n_cols, self._n_nz, self._finish_budget)
+        mi = torch.empty((n_rows, n_cols), dtype=torch.float32, device=self._dev)
+        for r0 in range(0, n_rows, step):
+            r1 = min(n_rows, r0 + step)
+            part = stats.mutual_information(counts4[r0:r1], i0 + r0, j0)
+            if gram is not None:  # 0 keeps no sign (never -0.0)
+                part.mul_(stats.signs(gram[r0:r1], i0 + r0, j0)).masked_fill_(part == 0, 0.0)
             mi[r0:r1] = part
-        return mi[: i1 - i0, : j1 - j0]
+        return mi
 
     def _tile_counts(
         self, i0: int, i1: int, j0: int, j1: int
@@ -380,16 +486,19 @@ class _GeneStats:
     s_bins: Any  # (n_genes + pad,) float64: sum_a xlogx[bin_counts[g, a]]
     value_sums: Any
     varies: Any
-    xlogx: Any
+    xlogx: Any  # (n_cells + 1,) float64: m * log2(m)
+    log2: Any  # (n_cells + 1,) float64: log2(m), 0 at m = 0
     n_cells: int
 
     @classmethod
     def build(cls, data: BinnedGenes, n_nz: int, pad: int, torch, dev) -> _GeneStats:
         """Pad every per-gene array with ``pad`` empty genes, so any padded tile can slice it."""
+        bin_counts = np.asarray(data.bin_counts, dtype=np.int64)
         bins = np.zeros((data.n_genes + pad, n_nz), dtype=np.int64)
-        nonzero = np.asarray(data.bin_counts, dtype=np.int64)[:, 1:]
-        bins[: data.n_genes, : nonzero.shape[1]] = nonzero
+        bins[: data.n_genes, : bin_counts.shape[1] - 1] = bin_counts[:, 1:]
         xlogx = np.asarray(data.xlogx, dtype=np.float64)
+        m = np.arange(xlogx.shape[0], dtype=np.float64)
+        log2 = np.log2(m, out=np.zeros_like(m), where=m > 0)
 
         def padded(values: np.ndarray, dtype) -> Any:
             full = np.zeros(data.n_genes + pad, dtype=dtype)
@@ -399,36 +508,77 @@ class _GeneStats:
         return cls(
             bin_counts=torch.as_tensor(bins).to(dev),
             expressed=torch.as_tensor(bins.sum(axis=1)).to(dev),
-            s_bins=torch.as_tensor(xlogx[bins].sum(axis=1)).to(dev),
+            s_bins=padded(xlogx[bin_counts].sum(axis=1), np.float64),
             value_sums=padded(np.asarray(data.value_sums), np.float64),
             varies=padded(np.asarray(data.varies), np.bool_),
             xlogx=torch.as_tensor(xlogx).to(dev),
+            log2=torch.as_tensor(log2).to(dev),
             n_cells=data.n_cells,
         )
 
-    def mutual_information(self, counts4, i0: int, i1: int, j0: int, j1: int):
-        """MI (float64, ``>= 0``) from counts ``(i1-i0, n_nz, j1-j0, n_nz)``, DESIGN.md §3."""
-        xlogx = self.xlogx
-        joint = xlogx.index_select(0, counts4.reshape(-1)).view(counts4.shape).sum((1, 3))
-        rows = counts4.sum(3, dtype=self.expressed.dtype)
-        cols = counts4.sum(1, dtype=rows.dtype)
-        both = rows.sum(1)
+    def mutual_information(self, counts4, i0: int, j0: int):
+        """MI (float64, ``>= 0``) of genes ``i0:`` against ``j0:`` from their counts.
+
+        ``counts4`` is ``(rows, n_nz, columns, n_nz)``, any integer dtype (DESIGN.md §3).
+        Every floating-point sum is a sequence of element-wise additions in a fixed order
+        (the numba kernel's: bins of ``j`` inside bins of ``i``, then the column
+        marginals), and ``log2`` comes from a table: an entry depends on its counts and
+        the marginals only, never on the shape of the slice, the tile or the device.
+        Integer sums are exact in any order.
+        """
+        xlogx, torch_int64 = self.xlogx, self.expressed.dtype
+        n_rows, n_nz, n_cols = counts4.shape[0], counts4.shape[1], counts4.shape[2]
+        i1, j1 = i0 + n_rows, j0 + n_cols
+        by_col_bin = counts4.new_empty((n_nz, n_rows, n_nz, n_cols), dtype=torch_int64)
+        by_col_bin.copy_(counts4.permute(3, 0, 1, 2))  # (b, i, a, j)
+        in_row_bin = by_col_bin.sum(0)  # (i, a, j): cells with i in a and j expressed
+        in_col_bin = by_col_bin.sum(2)  # (b, i, j)
+        both = in_row_bin.sum(1)
+
+        within = _gather(xlogx, by_col_bin[0])  # (i, a, j): sum over b of xlogx[n_ij(a, b)]
+        for b in range(1, n_nz):
+            within += _gather(xlogx, by_col_bin[b])
         bins_i, bins_j = self.bin_counts[i0:i1], self.bin_counts[j0:j1]
-        joint += xlogx[bins_i[:, :, None] - rows].sum(1)
-        joint += xlogx[bins_j[None, :, :] - cols].sum(2)
+        joint = within[:, 0] + _gather(xlogx, bins_i[:, 0, None] - in_row_bin[:, 0])
+        for a in range(1, n_nz):
+            joint += within[:, a] + _gather(xlogx, bins_i[:, a, None] - in_row_bin[:, a])
+        for b in range(n_nz):
+            joint += _gather(xlogx, bins_j[None, :, b] - in_col_bin[b])
+
         z_i, z_j = self.expressed[i0:i1, None], self.expressed[None, j0:j1]
         n = z_i + z_j - both
-        entropy_i = xlogx[n - z_i] + self.s_bins[i0:i1, None]
-        entropy_j = xlogx[n - z_j] + self.s_bins[None, j0:j1]
-        n_safe = n.clamp_min(1).to(xlogx.dtype)
-        mi = (n_safe.log2() + (joint - entropy_i - entropy_j) / n_safe).clamp_min_(0.0)
-        return mi.masked_fill_(n == 0, 0.0)
+        entropy_i = _gather(xlogx, n - z_i) + self.s_bins[i0:i1, None]
+        entropy_j = _gather(xlogx, n - z_j) + self.s_bins[None, j0:j1]
+        n_float = n.to(xlogx.dtype).clamp_min_(1.0)
+        # n <= n_cells for real pairs; a padded tile's filler rows (real genes whose counts
+        # it leaves at 0, cut off afterwards) may exceed it.
+        log2_n = _gather(self.log2, n.clamp_max(self.n_cells))
+        mi = log2_n + (joint - entropy_i - entropy_j) / n_float
+        return mi.clamp_min_(0.0).masked_fill_(n == 0, 0.0)
 
-    def signs(self, gram, i0: int, i1: int, j0: int, j1: int):
-        """Sign of the covariance, 0 where either gene is constant (DESIGN.md §2.4)."""
+    def signs(self, gram, i0: int, j0: int):
+        """Sign of the covariance of genes ``i0:`` and ``j0:`` from their gram, 0 where
+        either gene is constant (DESIGN.md §2.4)."""
+        i1, j1 = i0 + gram.shape[0], j0 + gram.shape[1]
         cov = self.n_cells * gram - self.value_sums[i0:i1, None] * self.value_sums[None, j0:j1]
         defined = self.varies[i0:i1, None] & self.varies[None, j0:j1]
         return cov.sign_().mul_(defined)
+
+
+def _gather(table, index):
+    """``table[index]`` for an integer tensor ``index`` of any shape."""
+    return table.index_select(0, index.reshape(-1)).view(index.shape)
+
+
+def _mirror_upper(out) -> None:
+    """Zero the diagonal of a row block and copy the transpose of the rows above to the
+    left of it: a block's entries left of its diagonal are its upper entries mirrored."""
+    import torch
+
+    square = out[:, : out.shape[0]]
+    square.diagonal().zero_()
+    lower = torch.ones(square.shape, dtype=torch.bool, device=square.device).tril_(-1)
+    square.copy_(square.T.where(lower, square))
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -444,5 +594,9 @@ def _padded_genes(n_genes: int, n_nz: int) -> int:
 
 
 def _finish_rows(width_j: int, n_nz: int, budget: int) -> int:
-    """Rows of a tile finished at once so that the ``float64`` gather fits ``budget``."""
-    return max(1, budget // (width_j * n_nz * n_nz * 8 * 2))
+    """Rows finished at once so that the finish's temporaries fit ``budget`` bytes.
+
+    Per row and column: the counts transposed (``n_nz**2`` integers of up to 8 bytes),
+    the per-bin sums and their gathers (a few ``n_nz`` of 8 bytes).
+    """
+    return max(1, budget // (max(width_j, 1) * n_nz * (n_nz + 6) * 8))
