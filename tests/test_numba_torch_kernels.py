@@ -385,3 +385,21 @@ def test_cuda_counts_and_finish_apart_equal_the_row_block(gemm, monkeypatch):
         _assert_bitwise(finisher.finish_block(start, total), expected)
         # the finish adds in a fixed order and reads log2 from a table: CPU == CUDA
         _assert_bitwise(on_cpu.finish_block(start, block), expected)
+
+
+def test_no_nvidia_driver_is_answered_without_importing_torch(monkeypatch):
+    from geneverse.kernels import _torch
+
+    monkeypatch.setattr(_torch, "_nvidia_driver_present", lambda: False)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.setattr("builtins.__import__", _refuse_torch_import(__import__))
+    assert "CUDA" in TorchKernel.unavailable_reason()
+
+
+def _refuse_torch_import(real_import):
+    def guarded(name, *args, **kwargs):
+        if name == "torch" or name.startswith("torch."):
+            raise AssertionError("torch was imported")
+        return real_import(name, *args, **kwargs)
+
+    return guarded

@@ -25,6 +25,9 @@ padded with empty genes to the shapes ``torch._int_mm`` needs.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,6 +66,17 @@ class _Plan:
     tile_genes: int
     chunk_cells: int
     gemm: str
+
+
+_NO_CUDA = (
+    'PyTorch sees no CUDA device here; use backend="rust" (or "numba"), or '
+    'device="cpu" to run the torch kernel on the CPU.'
+)
+
+
+def _nvidia_driver_present() -> bool:
+    """An NVIDIA driver is loaded (its /proc entry, or nvidia-smi on the PATH)."""
+    return os.path.exists("/proc/driver/nvidia") or shutil.which("nvidia-smi") is not None
 
 
 class TorchKernel(Kernel):
@@ -118,8 +132,14 @@ class TorchKernel(Kernel):
         """Why this backend cannot run on ``device`` here, or ``None`` when it can.
 
         ``device=None`` or a CUDA device needs PyTorch and a CUDA device; ``"cpu"`` only
-        needs PyTorch.
+        needs PyTorch. Without an NVIDIA driver, the answer comes without importing
+        PyTorch (seconds), so that ``backend="auto"`` stays quick on machines with no GPU.
         """
+        wants_cuda = device is None or str(device).startswith("cuda")
+        if importlib.util.find_spec("torch") is None:
+            return "PyTorch is not installed; install it with `pip install geneverse[gpu]`."
+        if wants_cuda and not _nvidia_driver_present():
+            return _NO_CUDA
         try:
             import torch
         except ImportError:
@@ -129,10 +149,7 @@ class TorchKernel(Kernel):
         except (RuntimeError, TypeError) as error:
             return f"{device!r} is not a device PyTorch knows ({error})."
         if kind == "cuda" and not torch.cuda.is_available():
-            return (
-                'PyTorch sees no CUDA device here; use backend="rust" (or "numba"), or '
-                'device="cpu" to run the torch kernel on the CPU.'
-            )
+            return _NO_CUDA
         return None
 
     @property
