@@ -133,10 +133,11 @@ class Kernel(ABC):
         """
         return self.finish_block(start, self.count_block(start, stop))
 
+    @abstractmethod
     def count_block(self, start: int, stop: int) -> CountBlock:
         """The co-occurrence counts (and value products) of a row block of this data."""
-        raise NotImplementedError(f"the {self.name!r} backend cannot count chunks yet")
 
+    @abstractmethod
     def finish_block(self, start: int, block: CountBlock) -> np.ndarray:
         """The row block's MI from its counts and this data's marginals (``row_block``).
 
@@ -144,4 +145,3 @@ class Kernel(ABC):
         over chunks of cells): only the marginals of :class:`BinnedGenes` (``n_cells``,
         ``bin_counts``, ``value_sums``, ``varies``, ``xlogx``) are used.
         """
-        raise NotImplementedError(f"the {self.name!r} backend cannot count chunks yet")
