@@ -59,9 +59,7 @@ class CooccurrenceKernel:
         A new ``float32`` array of shape ``(stop - start, n_genes - start)``; its diagonal
         is 0.
         """
-    def count_block(
-        self, start: int, stop: int
-    ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    def count_block(self, start: int, stop: int) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
         """``(counts, products)`` of a ``CountBlock`` for genes ``start:stop``.
 
         ``counts[r, a - 1, c, b - 1]`` (shape ``(rows, width, n_genes - start, width)``,

@@ -107,6 +107,9 @@ class Kernel(ABC):
     def __init__(
         self, data: BinnedGenes, *, signed: bool, n_jobs: int, device: str | None = None
     ) -> None:
+        reason = self.unavailable_reason(device)
+        if reason is not None:
+            raise RuntimeError(f"The {self.name!r} backend cannot run here: {reason}")
         self.data = data
         self.signed = signed
         self.n_jobs = n_jobs

@@ -217,9 +217,6 @@ class NumbaKernel(Kernel):
         self, data: BinnedGenes, *, signed: bool, n_jobs: int, device: str | None = None
     ) -> None:
         super().__init__(data, signed=signed, n_jobs=n_jobs, device=device)
-        reason = self.unavailable_reason(device)
-        if reason is not None:
-            raise RuntimeError(reason)
         self._threads = _thread_count(n_jobs)
         self._data = (
             np.ascontiguousarray(data.genes, dtype=np.int32),

@@ -57,9 +57,6 @@ class RustKernel(Kernel):
         self, data: BinnedGenes, *, signed: bool, n_jobs: int, device: str | None = None
     ) -> None:
         super().__init__(data, signed=signed, n_jobs=n_jobs, device=device)
-        reason = self.unavailable_reason(device)
-        if reason is not None:
-            raise RuntimeError(f"The 'rust' backend cannot run here: {reason}")
         _check_layout(data)
         self._core = _core_module().CooccurrenceKernel(data, signed=signed, n_jobs=self.threads)
 

@@ -111,9 +111,6 @@ class TorchKernel(Kernel):
         chunk_cells: int | None = None,
         gemm: str | None = None,
     ) -> None:
-        reason = self.unavailable_reason(device)
-        if reason is not None:
-            raise RuntimeError(reason)
         import torch
 
         super().__init__(data, signed=signed, n_jobs=n_jobs, device=device)
