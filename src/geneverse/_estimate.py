@@ -41,12 +41,17 @@ def check_dense_fits(n_vars: int, n_outputs: int = 1) -> None:
 def cooccurrence_work(data: BinnedGenes, n_rows: int) -> float:
     """Increments of the co-occurrence counts: pairs of a cell's entries, one a row gene."""
     per_cell = np.diff(data.indptr).astype(np.float64)
-    in_rows = np.bincount(
-        np.repeat(np.arange(data.n_cells), np.diff(data.indptr)),
-        weights=data.genes < n_rows,
-        minlength=data.n_cells,
-    )
+    if n_rows >= data.n_genes:
+        in_rows = per_cell
+    else:  # genes are sorted within a cell: the row genes come first
+        in_rows = np.minimum(per_cell, _entries_below(data, n_rows))
     return float(np.sum(in_rows * (per_cell - (in_rows - 1) / 2)))
+
+
+def _entries_below(data: BinnedGenes, n_rows: int) -> np.ndarray:
+    """Entries of each cell whose gene is one of the first ``n_rows``."""
+    below = np.concatenate([[0], np.cumsum(data.genes < n_rows)])
+    return (below[data.indptr[1:]] - below[data.indptr[:-1]]).astype(np.float64)
 
 
 def estimate_run(data: BinnedGenes, kernel: Kernel, n_rows: int, group: str | None) -> str:

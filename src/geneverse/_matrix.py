@@ -165,6 +165,9 @@ def _(values: np.ndarray, columns: np.ndarray) -> sparse.csc_matrix:
 @used_columns.register(sparse.spmatrix)
 @used_columns.register(sparse.sparray)
 def _(values, columns: np.ndarray) -> sparse.csc_matrix:
+    every_column = columns.size == values.shape[1] and (columns == np.arange(columns.size)).all()
+    if every_column:  # a new matrix all the same, without the cost of indexing every column
+        return _clean(sparse.csc_matrix(values, copy=True))
     return _clean(sparse.csc_matrix(values)[:, columns])
 
 
@@ -174,7 +177,7 @@ def _supported(values: np.ndarray) -> np.ndarray:
 
 
 def _clean(matrix: sparse.csc_matrix) -> sparse.csc_matrix:
-    """Drop explicit zeros in place: ``matrix`` is always a new one (column indexing copies)."""
+    """Drop explicit zeros in place: ``matrix`` is always a new one (copied or indexed)."""
     matrix.eliminate_zeros()
     matrix.sort_indices()
     return matrix
