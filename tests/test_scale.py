@@ -114,5 +114,5 @@ def test_estimate_is_logged_before_the_run(pbmc, capsys):
     gv.settings.verbosity = "info"
     gv.tl.coexpression(pbmc, copy=True)
     err = capsys.readouterr().err
-    assert "co-occurrences" in err and "roughly" in err
+    assert "co-occurrences" in err and "roughly" in err and "GB of output" in err
     assert err.index("roughly") < err.index("finished")

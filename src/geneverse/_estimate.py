@@ -54,12 +54,17 @@ def _entries_below(data: BinnedGenes, n_rows: int) -> np.ndarray:
     return (below[data.indptr[1:]] - below[data.indptr[:-1]]).astype(np.float64)
 
 
-def estimate_run(data: BinnedGenes, kernel: Kernel, n_rows: int, group: str | None) -> str:
-    """A one-line estimate of the run, for the info log."""
+def estimate_run(
+    data: BinnedGenes, kernel: Kernel, n_rows: int, group: str | None, top_k: int | None
+) -> str:
+    """A one-line estimate of the run's time and output memory, for the info log."""
     work = cooccurrence_work(data, n_rows)
     seconds = work / (kernel.throughput * max(1, kernel.n_jobs))
+    n = data.n_genes
+    output = 2 * n * top_k * 12 if top_k is not None else 4 * n * n
     where = "" if group is None else f" in group {group!r}"
     return (
-        f"    {data.n_genes} genes × {data.n_cells} cells{where}: {work:.2g} co-occurrences, "
-        f"backend {kernel.name!r} with {kernel.n_jobs} threads, roughly {seconds:.2g} s"
+        f"    {n} genes × {data.n_cells} cells{where}: {work:.2g} co-occurrences, "
+        f"backend {kernel.name!r} with {kernel.n_jobs} threads, roughly {seconds:.2g} s "
+        f"and {_gigabytes(output)} of output"
     )

@@ -332,7 +332,7 @@ def _run_in_memory(adata, selection, groups, plan, make_kernel, *, n_bins, top_k
         cells = _rows(matrix, group.cells)
         binned = bin_genes(cells, n_bins)
         kernel = make_kernel(binned)
-        logg.info(estimate_run(binned, kernel, plan.n_rows, group.name))
+        logg.info(estimate_run(binned, kernel, plan.n_rows, group.name, top_k))
         mi, pvalues = assemble(scored_row_blocks(kernel, plan.n_rows, scoring), plan, top_k)
         if scoring.n_permutations:
             pvalues = _permutation_pvalues(cells, mi, n_bins, make_kernel, plan, scoring, seed)
