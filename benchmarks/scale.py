@@ -162,6 +162,9 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--top-k", type=int, default=50)
     parser.add_argument("--backend", default="rust")
+    parser.add_argument(
+        "--reuse-atlas", action="store_true", help="reuse the last atlas figures, rerun the rest"
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -173,7 +176,12 @@ def main() -> None:
         }[kind]()
         print(json.dumps(result))
         return
-    atlas = _run_child("atlas", str(args.top_k), args.backend)
+    saved = WORK / "scale-atlas.json"
+    if args.reuse_atlas and saved.exists():
+        atlas = json.loads(saved.read_text())
+    else:
+        atlas = _run_child("atlas", str(args.top_k), args.backend)
+        saved.write_text(json.dumps(atlas))
     print("atlas:", atlas, flush=True)
     _run_child("write-backed")
     backed = _run_child("backed", args.backend)

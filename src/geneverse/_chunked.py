@@ -13,6 +13,7 @@ Only value runs, bins and count blocks travel between the chunks and the caller:
 
 from __future__ import annotations
 
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from functools import reduce
@@ -28,8 +29,9 @@ from ._matrix import used_columns
 from ._validate import check_values
 from .kernels import BinnedGenes, CountBlock, Kernel
 
-#: Memory for the count blocks of one pass over the cells.
-_PASS_BYTES = 512 * 1024**2
+#: Memory for the count blocks of one pass over the cells (held twice: the running sum
+#: and one chunk's blocks).
+_PASS_BYTES = 256 * 1024**2
 #: Cells per slice when reading a backed file.
 SLICE_CELLS = 10_000
 
@@ -138,11 +140,11 @@ def varying_genes_of_runs(runs: ValueRuns, n_cells: int) -> np.ndarray:
 def chunked_bins(source: ChunkSource, genes: GeneBins) -> sparse.csr_matrix:
     """The bins of every cell (cells × used genes, CSR ``uint8``)."""
 
-    def bins_of_chunk(chunk: sparse.csc_matrix, start: int) -> sparse.csr_matrix:
+    def bins_of_chunk(chunk: sparse.csc_matrix, start: int) -> list[sparse.csr_matrix]:
         binned = bin_cells(chunk, genes)
-        return sparse.csr_matrix((binned.bins, binned.genes, binned.indptr), chunk.shape)
+        return [sparse.csr_matrix((binned.bins, binned.genes, binned.indptr), chunk.shape)]
 
-    return source.map_reduce(bins_of_chunk, lambda a, b: sparse.vstack([a, b], format="csr"))
+    return sparse.vstack(source.map_reduce(bins_of_chunk, operator.add), format="csr")
 
 
 def chunked_count_blocks(
@@ -164,10 +166,16 @@ def chunked_count_blocks(
             kernel = make_kernel(bin_cells(chunk, genes))
             return [kernel.count_block(first, last) for first, last in blocks]
 
-        totals = source.map_reduce(
-            count_chunk, lambda a, b: [x + y for x, y in zip(a, b, strict=True)]
-        )
+        totals = source.map_reduce(count_chunk, _add_into)
         yield from zip((first for first, _ in blocks), totals, strict=True)
+
+
+def _add_into(total: list[CountBlock], more: list[CountBlock]) -> list[CountBlock]:
+    """Add ``more`` into ``total`` in place (each partial sum is used once)."""
+    for into, part in zip(total, more, strict=True):
+        np.add(into.counts, part.counts, out=into.counts)
+        np.add(into.products, part.products, out=into.products)
+    return total
 
 
 def _passes(n_rows: int, n_genes: int, width: int) -> list[list[tuple[int, int]]]:

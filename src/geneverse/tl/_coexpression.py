@@ -486,6 +486,13 @@ def _store(
 
 def _bins_layer(adata, columns, groups, results) -> sparse.csr_matrix:
     """Every group's bins in one cells × genes layer."""
+    if len(groups) == 1:  # all cells, in order: only the gene columns move
+        bins = results[0].bins
+        layer = sparse.csr_matrix(
+            (bins.data, columns[bins.indices], bins.indptr), shape=adata.shape, dtype=np.uint8
+        )
+        layer.sort_indices()  # the used genes may come in another order than var's
+        return layer
     parts = []
     for group, result in zip(groups, results, strict=True):
         coo = result.bins.tocoo()
