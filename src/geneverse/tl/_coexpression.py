@@ -259,19 +259,29 @@ def coexpression(
     def make_kernel(data: BinnedGenes) -> Kernel:
         return kernel_class(data, signed=signed, n_jobs=n_jobs, device=device)
 
-    def compute() -> list[GroupResult]:
+    if chunked:
         if method != "mi":
-            return _run_measure(adata, selection, groups, method)
-        run = _run_chunked if chunked else _run_in_memory
-        return run(
+            raise ValueError(
+                f"method={method!r} needs the data in memory; load it first (adata.to_memory())."
+            )
+        results = _run_chunked(
             adata, selection, groups, plan, make_kernel,
-            n_bins=n_bins, top_k=top_k, scoring=scoring, seed=random_state,
+            n_bins=n_bins, top_k=top_k, scoring=scoring,
         )  # fmt: skip
-
-    if cache and not chunked and settings.cache_dir is not None:
-        results = cached(compute, selection, adata.var_names[plan.order], groups, params)
     else:
-        results = compute()
+        matrix = _checked_in_memory(adata, selection)
+
+        def compute() -> list[GroupResult]:
+            if method != "mi":
+                return _run_measure(matrix, groups, method)
+            return _run_in_memory(
+                matrix, groups, plan, make_kernel,
+                n_bins=n_bins, top_k=top_k, scoring=scoring, seed=random_state,
+            )  # fmt: skip
+
+        use_cache = cache and settings.cache_dir is not None
+        gene_names = adata.var_names[plan.order]
+        results = cached(compute, matrix, gene_names, groups, params) if use_cache else compute()
 
     if copy:
         adata = adata.copy()
@@ -324,9 +334,8 @@ def _rows(matrix: sparse.csc_matrix, cells: np.ndarray) -> sparse.csc_matrix:
     return matrix if cells.size == matrix.shape[0] else matrix[cells]
 
 
-def _run_in_memory(adata, selection, groups, plan, make_kernel, *, n_bins, top_k, scoring, seed):
-    """Read the used genes once, then bin and count each group of cells in memory."""
-    matrix = _checked_in_memory(adata, selection)
+def _run_in_memory(matrix, groups, plan, make_kernel, *, n_bins, top_k, scoring, seed):
+    """Bin and count each group of cells of the used genes' values (``matrix``)."""
     results = []
     for group in groups:
         cells = _rows(matrix, group.cells)
@@ -346,7 +355,7 @@ def _run_in_memory(adata, selection, groups, plan, make_kernel, *, n_bins, top_k
     return results
 
 
-def _run_chunked(adata, selection, groups, plan, make_kernel, *, n_bins, top_k, scoring, seed):
+def _run_chunked(adata, selection, groups, plan, make_kernel, *, n_bins, top_k, scoring):
     """Two passes over chunks of cells (Dask, backed): edges, then reduced counts."""
     if groups[0].name is not None:
         raise ValueError(
@@ -372,13 +381,8 @@ def _run_chunked(adata, selection, groups, plan, make_kernel, *, n_bins, top_k, 
     ]
 
 
-def _run_measure(adata, selection, groups, method: str) -> list[GroupResult]:
+def _run_measure(matrix, groups, method: str) -> list[GroupResult]:
     """GeneVector's other co-expression measures, from sparse Gram matrices."""
-    if is_chunked(selection.values):
-        raise ValueError(
-            f"method={method!r} needs the data in memory; load it first (adata.to_memory())."
-        )
-    matrix = _checked_in_memory(adata, selection)
     return [
         GroupResult(
             bins=None,
@@ -390,6 +394,7 @@ def _run_measure(adata, selection, groups, method: str) -> list[GroupResult]:
 
 
 def _checked_in_memory(adata: AnnData, selection) -> sparse.csc_matrix:
+    """The used genes' values, read once and validated."""
     matrix = selection.in_memory()
     check_values(
         matrix,

@@ -60,7 +60,7 @@ _NOT_IN_KEY = ("cache", "n_jobs")
 
 def cached(
     compute: Callable[[], list[GroupResult]],
-    selection: Any,
+    matrix: sparse.csc_matrix,
     gene_names: pd.Index,
     groups: Sequence[Any],
     params: dict[str, Any],
@@ -72,7 +72,7 @@ def cached(
     """
     key_params = {name: value for name, value in params.items() if name not in _NOT_IN_KEY}
     key_params["groups"] = [(group.name, group.cells) for group in groups]
-    key = _cache.cache_key(selection.in_memory(), list(gene_names), key_params)
+    key = _cache.cache_key(matrix, list(gene_names), key_params)
     stored = _cache.load(key, cache_dir=settings.cache_dir)
     if stored is not None:
         logg.info(f"    loaded from the cache ({settings.cache_dir})")
