@@ -136,6 +136,28 @@ class Kernel(ABC):
         """
         return self.finish_block(start, self.count_block(start, stop))
 
+    def _check_rows(self, start: int, stop: int) -> None:
+        """A row block must lie within the genes."""
+        n_genes = self.data.n_genes
+        if not 0 <= start <= stop <= n_genes:
+            raise ValueError(f"row block {start}:{stop} is outside 0:{n_genes}.")
+
+    def _check_count_block(
+        self, start: int, counts: np.ndarray, products: np.ndarray, width: int
+    ) -> int:
+        """Counts and products of rows from ``start`` must have the shapes of this data,
+        with ``width`` nonzero bins per gene; returns the number of rows."""
+        n_rows = counts.shape[0] if counts.ndim == 4 else -1
+        self._check_rows(start, start + max(n_rows, 0))
+        expected = (n_rows, width, self.data.n_genes - start, width)
+        if counts.shape != expected or products.shape != expected[::2]:
+            raise ValueError(
+                f"a count block of rows from {start} must have counts of shape {expected} "
+                f"and products of shape {expected[::2]}; got {counts.shape} and "
+                f"{products.shape}."
+            )
+        return n_rows
+
     @abstractmethod
     def count_block(self, start: int, stop: int) -> CountBlock:
         """The co-occurrence counts (and value products) of a row block of this data."""

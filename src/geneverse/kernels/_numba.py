@@ -290,26 +290,13 @@ class NumbaKernel(Kernel):
         n_genes, width = self.data.n_genes, self._max_nz_bins
         counts = np.ascontiguousarray(block.counts, dtype=np.int64)
         products = np.ascontiguousarray(block.products, dtype=np.float64)
-        n_rows = counts.shape[0] if counts.ndim == 4 else -1
-        self._check_rows(start, start + max(n_rows, 0))
-        expected = (n_rows, width, n_genes - start, width)
-        if counts.shape != expected or products.shape != expected[::2]:
-            raise ValueError(
-                f"a count block of rows from {start} must have counts of shape {expected} "
-                f"and products of shape {expected[::2]}; got {counts.shape} and "
-                f"{products.shape}."
-            )
+        n_rows = self._check_count_block(start, counts, products, width)
         if n_rows == 0:
             return np.zeros((0, n_genes - start), dtype=np.float32)
         with self._numba_threads():
             return _finish_block(
                 start, counts, products, self._stats, self.signed, self._tasks(n_rows)
             )
-
-    def _check_rows(self, start: int, stop: int) -> None:
-        n_genes = self.data.n_genes
-        if not 0 <= start <= stop <= n_genes:
-            raise ValueError(f"row block {start}:{stop} is outside 0:{n_genes}.")
 
     def _tasks(self, n_rows: int) -> int:
         return min(n_rows, self._threads * _TASKS_PER_THREAD)

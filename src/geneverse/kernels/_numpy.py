@@ -63,7 +63,7 @@ class NumpyKernel(Kernel):
         )
 
     def finish_block(self, start: int, block: CountBlock) -> np.ndarray:
-        stop = start + block.counts.shape[0]
+        stop = start + self._check_count_block(start, block.counts, block.products, self._width)
         mi = self._finish(block.counts, start, stop)
         if self.signed:
             mi *= self._signs(block.products, start, stop)

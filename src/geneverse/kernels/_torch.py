@@ -281,15 +281,7 @@ class TorchKernel(Kernel):
         """
         torch, n_genes, n_nz = self._torch, self.data.n_genes, self._n_nz
         counts, products = np.asarray(block.counts), np.asarray(block.products)
-        n_rows = counts.shape[0] if counts.ndim == 4 else -1
-        self._check_rows(start, start + max(n_rows, 0))
-        expected = (n_rows, n_nz, n_genes - start, n_nz)
-        if counts.shape != expected or products.shape != expected[::2]:
-            raise ValueError(
-                f"a count block of rows from {start} must have counts of shape {expected} "
-                f"and products of shape {expected[::2]}; got {counts.shape} and "
-                f"{products.shape}."
-            )
+        n_rows = self._check_count_block(start, counts, products, n_nz)
         n_cols = n_genes - start
         # Half the budget: the uploaded slice of counts is as large as the finish's copy.
         step = _finish_rows(n_cols, n_nz, self._finish_budget // 2)
@@ -305,11 +297,6 @@ class TorchKernel(Kernel):
                 out[r0:r1] = self._finish(part.to(self._dev), gram, start + r0, start)
             _mirror_upper(out)
             return self._to_host(out)
-
-    def _check_rows(self, start: int, stop: int) -> None:
-        n_genes = self.data.n_genes
-        if not 0 <= start <= stop <= n_genes:
-            raise ValueError(f"row block {start}:{stop} is outside 0:{n_genes}.")
 
     @contextmanager
     def _torch_threads(self) -> Iterator[None]:
