@@ -15,8 +15,10 @@ class NumpyKernel(Kernel):
     """Counts ``n_ij(a, b)`` as ``Y_I.T @ Y`` with ``Y`` the one-hot of the nonzero bins.
 
     Every gene gets ``max_bins - 1`` one-hot columns (bins it does not use stay empty), so
-    a block of counts reshapes to ``(genes_I, bins, genes_J, bins)`` and the MI finish is
-    a handful of vectorised reductions. Single-threaded (scipy); ``n_jobs`` is ignored.
+    row ``i * w + a - 1`` and column ``j * w + b - 1`` of the product hold ``n_ij(a, b)``.
+    The product stays sparse (on typical data a pair shares a few bins at most) and the MI
+    is finished from its nonzero counts with a handful of ``bincount`` sums.
+    Single-threaded (scipy); ``n_jobs`` is ignored.
     """
 
     name = "numpy"
@@ -50,42 +52,79 @@ class NumpyKernel(Kernel):
         per_row = self._width**2 * self.data.n_genes
         return max(1, _BLOCK_ENTRIES // per_row)
 
+    def row_block(self, start: int, stop: int) -> np.ndarray:
+        """As :meth:`Kernel.row_block`, finished from the sparse product (never densified)."""
+        self._check_rows(start, stop)
+        counts = self._sparse_counts(start, stop).tocoo()
+        return self._signed_mi(
+            start, stop, counts.row, counts.col, counts.data, self._products(start, stop)
+        )
+
     def count_block(self, start: int, stop: int) -> CountBlock:
-        w = self._width
-        counts = (self._onehot_t[start * w : stop * w] @ self._onehot)[:, start * w :]
-        counts = counts.toarray().astype(np.int64)
-        products = np.zeros((stop - start, self.data.n_genes - start))
-        if self.signed:
-            products = (self._values_t[start:stop] @ self._values)[:, start:].toarray()
+        self._check_rows(start, stop)
+        w, n_cols = self._width, self.data.n_genes - start
+        counts = self._sparse_counts(start, stop).toarray().astype(np.int64)
         return CountBlock(
-            counts=counts.reshape(stop - start, w, self.data.n_genes - start, w),
-            products=products,
+            counts=counts.reshape(stop - start, w, n_cols, w),
+            products=self._products(start, stop),
         )
 
     def finish_block(self, start: int, block: CountBlock) -> np.ndarray:
-        stop = start + self._check_count_block(start, block.counts, block.products, self._width)
-        mi = self._finish(block.counts, start, stop)
+        n_rows = self._check_count_block(start, block.counts, block.products, self._width)
+        flat = block.counts.reshape(n_rows * self._width, -1)
+        rows, cols = np.nonzero(flat)
+        return self._signed_mi(start, start + n_rows, rows, cols, flat[rows, cols], block.products)
+
+    def _sparse_counts(self, start: int, stop: int) -> sparse.csr_matrix:
+        """``n_ij(a, b)`` of genes ``start:stop`` against ``start:``, rows and columns in
+        order (so that its entries come in the order ``numpy.nonzero`` gives)."""
+        w = self._width
+        counts = (self._onehot_t[start * w : stop * w] @ self._onehot)[:, start * w :]
+        counts.sort_indices()
+        return counts
+
+    def _products(self, start: int, stop: int) -> np.ndarray:
+        """Sums of the value products of the pairs (zeros when unsigned)."""
+        if not self.signed:
+            return np.zeros((stop - start, self.data.n_genes - start))
+        return (self._values_t[start:stop] @ self._values)[:, start:].toarray()
+
+    def _signed_mi(self, start, stop, rows, cols, counts, products) -> np.ndarray:
+        """``float32`` signed MI of a row block from its nonzero counts (row-major order)."""
+        mi = self._finish(start, stop, rows, cols, counts)
         if self.signed:
-            mi *= self._signs(block.products, start, stop)
-        rows = np.arange(stop - start)
-        mi[rows, rows] = 0.0
+            mi *= self._signs(products, start, stop)
+        diagonal = np.arange(stop - start)
+        mi[diagonal, diagonal] = 0.0
         return mi.astype(np.float32)
 
-    def _finish(self, counts: np.ndarray, start: int, stop: int) -> np.ndarray:
-        """MI in bits from the counts, the marginals and the ``m log2 m`` table (§3)."""
-        xlogx = self.data.xlogx
-        rows, cols = slice(start, stop), slice(start, None)
-        in_row_bin = counts.sum(axis=3)  # (i, a, j): cells with i in a and j expressed
-        in_col_bin = counts.sum(axis=1)  # (i, j, b)
-        both = in_row_bin.sum(axis=1)
-        z_i, z_j = self._expressed[rows, None], self._expressed[None, cols]
+    def _finish(self, start, stop, rows, cols, counts) -> np.ndarray:
+        """MI in bits from the nonzero counts ``n_ij(a, b)`` at ``(rows, cols)`` of the
+        block's ``(genes · bins) × (genes · bins)`` matrix, the marginals and the
+        ``m log2 m`` table (§3)."""
+        xlogx, w = self.data.xlogx, self._width
+        n_rows, n_cols = stop - start, self.data.n_genes - start
+        rows, cols = rows.astype(np.int64), cols.astype(np.int64)
+        pair = rows // w * n_cols + cols // w
+        weights = counts.astype(np.float64)  # sums of integers below 2**53: exact
+
+        def summed(index, values, shape):
+            sums = np.bincount(index, values, minlength=int(np.prod(shape)))
+            return sums.astype(np.float64, copy=False).reshape(shape)
+
+        both = summed(pair, weights, (n_rows, n_cols)).astype(np.int64)
+        in_row_bin = summed(rows * n_cols + cols // w, weights, (n_rows, w, n_cols))
+        in_col_bin = summed(pair * w + cols % w, weights, (n_rows, n_cols, w))
+        z_i, z_j = self._expressed[start:stop, None], self._expressed[None, start:]
         n = z_i + z_j - both
 
-        s_joint = xlogx[counts].sum(axis=(1, 3))
-        s_joint += xlogx[self._marginals[rows, :, None] - in_row_bin].sum(axis=1)
-        s_joint += xlogx[self._marginals[None, cols, :] - in_col_bin].sum(axis=2)
-        s_i = xlogx[n - z_i] + self._marginal_xlogx[rows, None]
-        s_j = xlogx[n - z_j] + self._marginal_xlogx[None, cols]
+        s_joint = summed(pair, xlogx[counts], (n_rows, n_cols))
+        s_joint += xlogx[self._marginals[start:stop, :, None] - in_row_bin.astype(np.int64)].sum(
+            axis=1
+        )
+        s_joint += xlogx[self._marginals[None, start:, :] - in_col_bin.astype(np.int64)].sum(axis=2)
+        s_i = xlogx[n - z_i] + self._marginal_xlogx[start:stop, None]
+        s_j = xlogx[n - z_j] + self._marginal_xlogx[None, start:]
 
         safe_n = np.maximum(n, 1)
         mi = np.log2(safe_n) + (s_joint - s_i - s_j) / safe_n
