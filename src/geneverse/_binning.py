@@ -113,7 +113,7 @@ class GeneBins:
         n_bins_per_gene = (np.minimum(n_bins, runs.n_distinct) + 1).astype(np.int32)
         max_bins = int(n_bins_per_gene.max(initial=1))
         genes = runs.gene_of_run()
-        run_bins = _bins_of(runs.values, genes, edges)
+        run_bins = _bins_of(runs.values, runs.run_ptr, edges)
         bin_counts = np.bincount(
             genes * max_bins + run_bins, weights=runs.counts, minlength=runs.n_genes * max_bins
         ).reshape(runs.n_genes, max_bins)
@@ -183,13 +183,13 @@ def _lerp(lower: np.ndarray, upper: np.ndarray, gamma: np.ndarray) -> np.ndarray
     return result
 
 
-def _bins_of(values: np.ndarray, genes: np.ndarray, edges: np.ndarray, chunk: int = 1 << 20):
-    """Bin of each value of the given genes: ``searchsorted(edges, x, "right") + 1``."""
-    bins = np.ones(values.shape[0], dtype=np.uint8)
-    for start in range(0, bins.shape[0], chunk):
-        part = slice(start, start + chunk)
-        x = values[part].astype(np.float64)[:, None]
-        bins[part] += (edges[genes[part]] <= x).sum(axis=1, dtype=np.uint8)
+def _bins_of(values: np.ndarray, indptr: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bin of each value, gene ``g`` owning ``values[indptr[g]:indptr[g+1]]``:
+    ``searchsorted(edges[g], x, "right") + 1`` (in float64, as the edges)."""
+    bins = np.empty(values.shape[0], dtype=np.uint8)
+    for gene in np.flatnonzero(np.diff(indptr)):
+        own = slice(indptr[gene], indptr[gene + 1])
+        bins[own] = np.searchsorted(edges[gene], values[own].astype(np.float64), "right") + 1
     return bins
 
 
@@ -207,7 +207,7 @@ def bin_cells(
     may be given when already known (the whole data: :attr:`GeneBins.value_sums`)."""
     n_cells, n_genes = matrix.shape
     genes_of_entry = np.repeat(np.arange(n_genes), np.diff(matrix.indptr))
-    bins = _bins_of(matrix.data, genes_of_entry, genes.edges)
+    bins = _bins_of(matrix.data, matrix.indptr, genes.edges)
     values = matrix.data.astype(np.float64)
     by_cell = sparse.csc_matrix(
         (np.arange(1, bins.shape[0] + 1), matrix.indices, matrix.indptr), shape=matrix.shape
