@@ -145,7 +145,10 @@ def coexpression(
         1) / (2 n)`` to each entropy term against the plug-in estimate's bias.
     zeros
         ``"exclude"`` (GeneVector's: only the cells expressing either gene count) or
-        ``"include"`` (the textbook MI over all cells, to compare with other tools).
+        ``"include"`` (the textbook MI over all cells). Leaving out the cells where both
+        genes are zero makes even independent genes look dependent, so GeneVector's MI
+        does not rank pairs: to rank pairs or build a network, use ``"include"`` (with
+        ``estimator="miller_madow"``); ``"exclude"`` is for parity with GeneVector.
     pvals
         Also test each pair: the G-test of independence, with Williams' correction, on
         the full table over all cells (including the cells where both genes are zero;
