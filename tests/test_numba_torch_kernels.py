@@ -11,6 +11,7 @@ finished by a kernel that holds only the marginals.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sys
 
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from geneverse._binning import GeneBins, ValueRuns, bin_cells, bin_genes, varying_genes
+from geneverse._binning import GeneBins, ValueRuns, bin_cells, bin_genes
 from geneverse.kernels import _torch
 from geneverse.kernels._base import BinnedGenes, CountBlock, Kernel
 from geneverse.kernels._numba import NumbaKernel
@@ -277,9 +278,26 @@ def _cell_chunks(X: np.ndarray, n_bins: int, bounds: list[int]):
     """The global bins, the in-memory input, each chunk's input and the summary."""
     csc = sparse.csc_matrix(X)
     genes = GeneBins.of_runs(ValueRuns.of_matrix(csc), X.shape[0], n_bins)
-    whole = bin_cells(csc, genes, value_sums=genes.value_sums)
+    whole = bin_cells(csc, genes, all_cells=True)
     chunks = [bin_cells(csc[lo:hi], genes) for lo, hi in itertools.pairwise(bounds)]
-    return whole, chunks, genes.summary(varying_genes(csc))
+    return whole, chunks, genes.summary()
+
+
+@pytest.mark.parametrize("values", ["counts", "log"])
+def test_marginals_of_all_cells_are_those_of_their_matrix(values):
+    X = _expression(40, n_cells=100)
+    X[:, 3] = 0  # a gene expressed nowhere
+    X[:, 5] = 2  # and one constant everywhere
+    csc = sparse.csc_matrix(_log_values(X) if values == "log" else X)
+    genes = GeneBins.of_runs(ValueRuns.of_matrix(csc), X.shape[0], 10)
+    given, computed = bin_cells(csc, genes, all_cells=True), bin_cells(csc, genes)
+    for field in dataclasses.fields(given):
+        a, b = getattr(given, field.name), getattr(computed, field.name)
+        if field.name == "value_sums":  # added in value order, not in cell order
+            np.testing.assert_allclose(a, b, rtol=1e-14)
+        else:
+            np.testing.assert_array_equal(a, b)
+    assert not computed.varies[[0, 1, 3, 5]].any() and computed.varies[2]
 
 
 @pytest.mark.usefixtures("split_diagonals")

@@ -50,6 +50,11 @@ class ValueRuns:
         """Cells with a value ``> 0``, per gene."""
         return np.bincount(self.gene_of_run(), weights=self.counts, minlength=self.n_genes)
 
+    def varying_genes(self, n_cells: int) -> np.ndarray:
+        """Genes not constant over the ``n_cells`` cells (as :func:`varying_genes`)."""
+        n_expressed = self.n_expressed()
+        return (n_expressed > 0) & ((n_expressed < n_cells) | (self.n_distinct > 1))
+
     def value_sums(self) -> np.ndarray:
         """Sum of each gene's values over all cells, in float64, in increasing value order."""
         weights = self.values.astype(np.float64) * self.counts
@@ -105,6 +110,7 @@ class GeneBins:
     n_bins: np.ndarray
     bin_counts: np.ndarray
     value_sums: np.ndarray
+    varies: np.ndarray
 
     @classmethod
     def of_runs(cls, runs: ValueRuns, n_cells: int, n_bins: int) -> GeneBins:
@@ -123,9 +129,10 @@ class GeneBins:
             n_bins=n_bins_per_gene,
             bin_counts=bin_counts.astype(np.int64),
             value_sums=runs.value_sums(),
+            varies=runs.varying_genes(n_cells),
         )
 
-    def summary(self, varies: np.ndarray) -> BinnedGenes:
+    def summary(self) -> BinnedGenes:
         """The marginals over all cells and no entries: what finishing reduced counts needs."""
         return BinnedGenes(
             n_cells=self.n_cells,
@@ -136,7 +143,7 @@ class GeneBins:
             n_bins=self.n_bins,
             bin_counts=self.bin_counts,
             value_sums=self.value_sums,
-            varies=varies,
+            varies=self.varies,
             xlogx=xlogx_table(self.n_cells),
         )
 
@@ -200,26 +207,30 @@ def xlogx_table(n_cells: int) -> np.ndarray:
 
 
 def bin_cells(
-    matrix: sparse.csc_matrix, genes: GeneBins, value_sums: np.ndarray | None = None
+    matrix: sparse.csc_matrix, genes: GeneBins, *, all_cells: bool = False
 ) -> BinnedGenes:
     """The kernels' input for the cells of ``matrix`` (cells × genes CSC, no explicit zeros),
-    binned with ``genes``' edges. Its marginals are those of these cells; ``value_sums``
-    may be given when already known (the whole data: :attr:`GeneBins.value_sums`)."""
+    binned with ``genes``' edges. Its marginals are those of these cells: taken from
+    ``genes`` when ``all_cells`` (``matrix`` holds the cells ``genes`` was made from)."""
     n_cells, n_genes = matrix.shape
-    genes_of_entry = np.repeat(np.arange(n_genes), np.diff(matrix.indptr))
     bins = _bins_of(matrix.data, matrix.indptr, genes.edges)
     values = matrix.data.astype(np.float64)
+    index_dtype = np.int32 if bins.shape[0] < np.iinfo(np.int32).max else np.int64
     by_cell = sparse.csc_matrix(
-        (np.arange(1, bins.shape[0] + 1), matrix.indices, matrix.indptr), shape=matrix.shape
+        (np.arange(bins.shape[0], dtype=index_dtype), matrix.indices, matrix.indptr),
+        shape=matrix.shape,
     ).tocsr()
-    order = by_cell.data - 1
-
-    max_bins = genes.bin_counts.shape[1]
-    bin_counts = np.bincount(
-        genes_of_entry * max_bins + bins, minlength=n_genes * max_bins
-    ).reshape(n_genes, max_bins)
-    if value_sums is None:
+    order = by_cell.data
+    if all_cells:
+        bin_counts, value_sums, varies = genes.bin_counts, genes.value_sums, genes.varies
+    else:
+        genes_of_entry = np.repeat(np.arange(n_genes), np.diff(matrix.indptr))
+        max_bins = genes.bin_counts.shape[1]
+        bin_counts = np.bincount(
+            genes_of_entry * max_bins + bins, minlength=n_genes * max_bins
+        ).reshape(n_genes, max_bins)
         value_sums = np.bincount(genes_of_entry, weights=values, minlength=n_genes)
+        varies = varying_genes(matrix)
     return BinnedGenes(
         n_cells=n_cells,
         indptr=by_cell.indptr.astype(np.int64),
@@ -229,7 +240,7 @@ def bin_cells(
         n_bins=genes.n_bins,
         bin_counts=bin_counts.astype(np.int64),
         value_sums=value_sums.astype(np.float64),
-        varies=varying_genes(matrix),
+        varies=varies,
         xlogx=xlogx_table(n_cells),
     )
 
@@ -253,4 +264,4 @@ def bin_genes(matrix: sparse.csc_matrix, n_bins: int) -> BinnedGenes:
     explicit zeros; any int or float dtype.
     """
     genes = GeneBins.of_runs(ValueRuns.of_matrix(matrix), matrix.shape[0], n_bins)
-    return bin_cells(matrix, genes, value_sums=genes.value_sums)
+    return bin_cells(matrix, genes, all_cells=True)

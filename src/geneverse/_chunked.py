@@ -131,12 +131,6 @@ def chunked_value_runs(
     return source.map_reduce(runs_of_chunk, lambda a, b: ValueRuns.merge([a, b]))
 
 
-def varying_genes_of_runs(runs: ValueRuns, n_cells: int) -> np.ndarray:
-    """Genes not constant over the cells (as :func:`~geneverse._binning.varying_genes`)."""
-    n_expressed = runs.n_expressed()
-    return (n_expressed > 0) & ((n_expressed < n_cells) | (runs.n_distinct > 1))
-
-
 def chunked_bins(source: ChunkSource, genes: GeneBins) -> sparse.csr_matrix:
     """The bins of every cell (cells × used genes, CSR ``uint8``)."""
 

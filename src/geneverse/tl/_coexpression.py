@@ -24,7 +24,6 @@ from .._chunked import (
     chunked_count_blocks,
     chunked_value_runs,
     is_chunked,
-    varying_genes_of_runs,
 )
 from .._estimate import check_dense_fits, estimate_run
 from .._matrix import GeneSelection, resolve_genes, select_matrix
@@ -369,7 +368,7 @@ def _run_chunked(adata, selection, groups, plan, make_kernel, *, n_bins, top_k, 
     logg.info(f"    reading {selection.source} chunk by chunk ({type(selection.values).__name__})")
     runs = chunked_value_runs(source, adata.var_names[selection.columns], adata.obs_names)
     genes = GeneBins.of_runs(runs, source.n_cells, n_bins)
-    finisher = make_kernel(genes.summary(varying_genes_of_runs(runs, source.n_cells)))
+    finisher = make_kernel(genes.summary())
     blocks = (
         score_block(finisher, start, counts, scoring)
         for start, counts in chunked_count_blocks(source, genes, make_kernel, plan.n_rows)
