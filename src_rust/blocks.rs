@@ -9,6 +9,7 @@
 use rayon::prelude::*;
 
 use crate::binned::Binned;
+use crate::dense::{bitsets_pay, DenseBlock, DensePolicy, Entry, DENSE_FILL};
 
 /// Most genes in a block: a gene's column in its block is stored as `u8`.
 pub const MAX_BLOCK_GENES: usize = 256;
@@ -56,14 +57,21 @@ pub struct Block {
     pub cols: Vec<u8>,
     /// The value of each entry; empty when built without values.
     pub values: Vec<f64>,
-    /// Whether every cell expresses every gene of the block (its values are then a
-    /// cells × genes matrix).
-    pub full: bool,
+    /// The dense form of a block that most cells express (at least [`DENSE_FILL`] of its
+    /// entries): its values as a matrix, and bitsets when they pay.
+    pub dense: Option<DenseBlock>,
 }
 
 impl Block {
-    /// The entries of `binned` whose gene is in `genes` (at most [`MAX_BLOCK_GENES`]).
-    pub fn build(binned: &Binned<'_>, genes: GeneBlock, stride: usize, with_values: bool) -> Self {
+    /// The entries of `binned` whose gene is in `genes` (at most [`MAX_BLOCK_GENES`]), and
+    /// their dense form when the block is dense (bitsets as `policy` says).
+    pub fn build(
+        binned: &Binned<'_>,
+        genes: GeneBlock,
+        stride: usize,
+        with_values: bool,
+        policy: DensePolicy,
+    ) -> Self {
         assert!(genes.len() <= MAX_BLOCK_GENES && genes.len() * stride.max(1) <= 1 << 16);
         let mut block = Block {
             genes,
@@ -71,7 +79,7 @@ impl Block {
             slots: Vec::new(),
             cols: Vec::new(),
             values: Vec::new(),
-            full: false,
+            dense: None,
         };
         for cell in 0..binned.n_cells() {
             let entries = binned.cell_entries(cell);
@@ -90,16 +98,46 @@ impl Block {
                 block.values.extend_from_slice(&binned.values[first..end]);
             }
         }
-        block.full = block
+        let cells_by_genes = (binned.n_cells() * genes.len()).max(1);
+        let density = block.slots.len() as f64 / cells_by_genes as f64;
+        if density >= DENSE_FILL || policy == DensePolicy::Always {
+            let n_bins = (genes.lo..genes.hi)
+                .map(|g| binned.n_bins[g] as usize - 1)
+                .collect();
+            let with_bitsets = bitsets_pay(density, stride, policy);
+            let shape = (binned.n_cells(), n_bins, stride);
+            let entries = block.entries(stride);
+            block.dense = Some(DenseBlock::build(entries, shape, with_bitsets, with_values));
+        }
+        block
+    }
+
+    /// Every entry, cell by cell (value 0 when built without values).
+    fn entries(&self, stride: usize) -> impl Iterator<Item = Entry> + '_ {
+        let cells = self
             .per_cell
             .iter()
-            .all(|&n| usize::from(n) == genes.len());
-        block
+            .enumerate()
+            .flat_map(|(cell, &n)| std::iter::repeat_n(cell, usize::from(n)));
+        cells.enumerate().map(move |(p, cell)| {
+            let col = usize::from(self.cols[p]);
+            Entry {
+                cell,
+                col,
+                bin: usize::from(self.slots[p]) - col * stride + 1,
+                value: self.values.get(p).copied().unwrap_or(0.0),
+            }
+        })
     }
 
     /// Bytes held.
     pub fn nbytes(&self) -> usize {
-        2 * self.per_cell.len() + 2 * self.slots.len() + self.cols.len() + 8 * self.values.len()
+        let dense = self.dense.as_ref().map_or(0, DenseBlock::nbytes);
+        2 * self.per_cell.len()
+            + 2 * self.slots.len()
+            + self.cols.len()
+            + 8 * self.values.len()
+            + dense
     }
 }
 
@@ -116,8 +154,14 @@ pub struct BlockedGenes {
 }
 
 impl BlockedGenes {
-    /// Cuts the genes of `binned` (checked) into blocks; runs on the current rayon pool.
-    pub fn build(binned: &Binned<'_>, block_genes: usize, with_values: bool) -> Self {
+    /// Cuts the genes of `binned` (checked) into blocks, dense ones with bitsets as
+    /// `policy` says; runs on the current rayon pool.
+    pub fn build(
+        binned: &Binned<'_>,
+        block_genes: usize,
+        with_values: bool,
+        policy: DensePolicy,
+    ) -> Self {
         let block_genes = block_genes.clamp(1, MAX_BLOCK_GENES);
         let stride = binned.max_bins.saturating_sub(1);
         let n_genes = binned.n_genes();
@@ -128,7 +172,7 @@ impl BlockedGenes {
                     lo: b * block_genes,
                     hi: ((b + 1) * block_genes).min(n_genes),
                 };
-                Block::build(binned, genes, stride, with_values)
+                Block::build(binned, genes, stride, with_values, policy)
             })
             .collect();
         BlockedGenes {
@@ -168,7 +212,7 @@ mod tests {
             vec![4.0, 2.0, 3.0, 0.0, 7.0],
         ];
         let owned = OwnedBinned::from_dense(&bins, &values, &[3, 2, 3, 2, 4]);
-        let blocked = BlockedGenes::build(&owned.view(), 2, true);
+        let blocked = BlockedGenes::build(&owned.view(), 2, true, DensePolicy::Auto);
         assert_eq!(blocked.stride, 3);
         assert_eq!(blocked.blocks.len(), 3);
         let first = &blocked.blocks[0];
@@ -187,7 +231,7 @@ mod tests {
     #[test]
     fn without_values_blocks_hold_none() {
         let owned = OwnedBinned::from_dense(&[vec![1, 1]], &[vec![1.0, 2.0]], &[2, 2]);
-        let blocked = BlockedGenes::build(&owned.view(), 8, false);
+        let blocked = BlockedGenes::build(&owned.view(), 8, false, DensePolicy::Auto);
         assert!(blocked.blocks[0].values.is_empty());
         assert_eq!(blocked.blocks[0].slots, vec![0, 1]);
     }

@@ -10,6 +10,7 @@
 use std::ops::Range;
 
 use crate::blocks::Block;
+use crate::dense::count_pairs;
 use crate::finish::JointCounts;
 use crate::products::add_dense_products;
 
@@ -60,14 +61,46 @@ impl TileAccumulator {
         self.block_genes * self.stride
     }
 
-    /// Adds every cell: pairs of an entry of `rows` with an entry of `cols` (with a later
-    /// entry when `rows` and `cols` are the same block). Needs a clear tile.
+    /// Counts the tile: pairs of an entry of `rows` with an entry of `cols` (with a later
+    /// entry when `rows` and `cols` are the same block), and their sums of products.
+    /// Tiles of two dense blocks are counted with their bitsets when they have them, and
+    /// their products summed as a matrix product (faster, and the same sums bit for bit).
+    /// Needs a clear tile.
     pub fn count(&mut self, rows: &Block, cols: &Block) {
         let same_block = rows.genes == cols.genes;
-        // Blocks that every cell expresses whole have their products summed as a small
-        // matrix product (faster than pair by pair, and the same sums bit for bit).
-        let dense_products = !self.products.is_empty() && rows.full && cols.full;
-        let sum_products = !self.products.is_empty() && !dense_products;
+        let with_products = !self.products.is_empty();
+        let row_len = self.row_len();
+        match (&rows.dense, &cols.dense) {
+            (Some(dense_rows), Some(dense_cols)) => {
+                if dense_rows.has_bitsets() && dense_cols.has_bitsets() {
+                    count_pairs(
+                        dense_rows,
+                        dense_cols,
+                        same_block,
+                        &mut self.counts,
+                        row_len,
+                    );
+                } else {
+                    self.scan(rows, cols, false);
+                }
+                if with_products {
+                    add_dense_products(
+                        &mut self.products,
+                        self.block_genes,
+                        dense_rows,
+                        dense_cols,
+                        same_block,
+                    );
+                }
+            }
+            _ => self.scan(rows, cols, with_products),
+        }
+    }
+
+    /// The co-occurrence scan: adds every cell's pairs of entries (and their products when
+    /// `sum_products`).
+    fn scan(&mut self, rows: &Block, cols: &Block, sum_products: bool) {
+        let same_block = rows.genes == cols.genes;
         let (mut p, mut q) = (0usize, 0usize);
         for (&n_rows, &n_cols) in rows.per_cell.iter().zip(&cols.per_cell) {
             let (n_rows, n_cols) = (usize::from(n_rows), usize::from(n_cols));
@@ -77,9 +110,6 @@ impl TileAccumulator {
             }
             p += n_rows;
             q += n_cols;
-        }
-        if dense_products {
-            add_dense_products(&mut self.products, self.block_genes, rows, cols);
         }
     }
 
@@ -220,6 +250,7 @@ pub(crate) mod tests {
     use crate::binned::testing::OwnedBinned;
     use crate::binned::Binned;
     use crate::blocks::BlockedGenes;
+    use crate::dense::DensePolicy;
 
     /// Pseudo-random input (xorshift): about `density` of the entries expressed, genes
     /// with the given bins.
@@ -260,9 +291,9 @@ pub(crate) mod tests {
         (joint, products)
     }
 
-    fn check_every_tile(owned: &OwnedBinned, block_genes: usize) {
+    fn check_every_tile(owned: &OwnedBinned, block_genes: usize, policy: DensePolicy) {
         let binned = owned.view();
-        let blocked = BlockedGenes::build(&binned, block_genes, true);
+        let blocked = BlockedGenes::build(&binned, block_genes, true, policy);
         let mut tile = TileAccumulator::new(block_genes, blocked.stride, true);
         for (bi, rows) in blocked.blocks.iter().enumerate() {
             for cols in &blocked.blocks[bi..] {
@@ -303,7 +334,9 @@ pub(crate) mod tests {
         let n_bins = [3, 1, 5, 2, 4, 4, 6, 3, 2, 5, 1, 3];
         let owned = random_binned(40, &n_bins, 0.5, 7);
         for block_genes in [1, 2, 3, 5, 12, 20] {
-            check_every_tile(&owned, block_genes);
+            for policy in [DensePolicy::Auto, DensePolicy::Always, DensePolicy::Never] {
+                check_every_tile(&owned, block_genes, policy);
+            }
         }
     }
 
@@ -312,7 +345,9 @@ pub(crate) mod tests {
         let n_bins = [4, 4, 3, 5, 2, 4, 3];
         let owned = random_binned(25, &n_bins, 1.0, 11);
         for block_genes in [1, 3, 4, 7] {
-            check_every_tile(&owned, block_genes);
+            for policy in [DensePolicy::Auto, DensePolicy::Always, DensePolicy::Never] {
+                check_every_tile(&owned, block_genes, policy);
+            }
         }
     }
 }

@@ -4,12 +4,13 @@
 //! conversion), checked, and handed to the kernel ([`rows::MiKernel`]) with the GIL
 //! released. The
 //! kernel's blocked copy of the entries is in [`blocks`], the counting in
-//! [`cooccurrence`] (and [`products`] for dense blocks), the MI finish in [`finish`], the
-//! tiling of a row block in [`rows`].
+//! [`cooccurrence`] (and [`dense`] and [`products`] for dense blocks), the MI finish in
+//! [`finish`], the tiling of a row block in [`rows`].
 
 pub mod binned;
 pub mod blocks;
 pub mod cooccurrence;
+pub mod dense;
 pub mod finish;
 pub mod pool;
 pub mod products;
@@ -95,7 +96,7 @@ fn invalid(message: String) -> PyErr {
 /// ``CooccurrenceKernel(data, *, signed, n_jobs, block_genes=None)`` checks ``data`` (a
 /// ``BinnedGenes``, whose arrays are borrowed as they are, never converted) and builds
 /// the kernel's own blocked copy of the entries (about 11 bytes per entry when signed, 3
-/// otherwise); :meth:`row_block` then computes rows of the (signed) MI matrix, and
+/// otherwise, plus the dense form of blocks that most cells express); :meth:`row_block` then computes rows of the (signed) MI matrix, and
 /// :meth:`count_block` / :meth:`finish_block` the same in two steps (for chunks of
 /// cells). Everything runs on ``n_jobs`` threads (0: one per core) with the GIL
 /// released. ``block_genes`` (genes per block, 1 to 256) is for tuning; the results do

@@ -1,12 +1,15 @@
-//! Sums of value products of two blocks that every cell expresses whole, as a small
-//! matrix product (for the Pearson signs of dense data).
+//! Sums of value products of two dense blocks, as a small matrix product (for the
+//! Pearson signs of dense data).
 //!
 //! Pair by pair, the co-occurrence scan adds `x_ic * x_jc` to a sum in memory for every
-//! cell; here a 4 × 4 group of sums stays in registers over a chunk of cells. Each sum is
-//! still added in increasing cell order from 0, so it equals the pair-by-pair sum bit for
-//! bit.
+//! cell expressing both genes; here a 4 × 4 group of sums stays in registers over a chunk
+//! of cells, every cell included. Each sum is still added in increasing cell order from 0,
+//! and a cell expressing only one gene adds a zero, which changes no sum (that starts at
+//! `+0.0`), so it equals the pair-by-pair sum bit for bit.
 
-use crate::blocks::Block;
+use multiversion::multiversion;
+
+use crate::dense::DenseBlock;
 
 /// Cells per chunk: two blocks' values of a chunk stay in L2 cache.
 const CELL_CHUNK: usize = 256;
@@ -26,6 +29,7 @@ impl Matrix<'_> {
 
 /// `sums[r * width + c] += sum over cells of xs[cell][row + r] * ys[cell][col + c]` for a
 /// 4 × 4 group, the 16 sums in registers.
+#[inline(always)]
 fn add_products_4x4(
     sums: &mut [f64],
     width: usize,
@@ -53,6 +57,7 @@ fn add_products_4x4(
 }
 
 /// As [`add_products_4x4`] for a group of `shape` (at most 4 × 4) at the edge of a tile.
+#[inline(always)]
 fn add_products_small(
     sums: &mut [f64],
     width: usize,
@@ -73,17 +78,20 @@ fn add_products_small(
 }
 
 /// Adds `sum over cells of x_ic * x_jc` to `sums[ci * width + cj]` for every gene `i` of
-/// `rows` and `j` of `cols` (columns `ci`, `cj` in their blocks), both expressed by every
-/// cell. On the diagonal (the same block) only groups reaching a pair `j > i` are summed;
-/// the pairs `j <= i` of those groups get sums too.
-pub fn add_dense_products(sums: &mut [f64], width: usize, rows: &Block, cols: &Block) {
-    assert!(
-        rows.full && cols.full,
-        "dense products need blocks expressed whole"
-    );
-    let same_block = rows.genes == cols.genes;
-    let (n_rows, n_cols) = (rows.genes.len(), cols.genes.len());
-    let n_cells = rows.per_cell.len();
+/// `rows` and `j` of `cols` (columns `ci`, `cj` in their blocks). On the diagonal
+/// (`same_block`) only groups reaching a pair `j > i` are summed; the pairs `j <= i` of
+/// those groups get sums too. Compiled for several instruction sets; the best this CPU
+/// has is picked at run time (the sums are the same: no fused multiply-add).
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2", "x86_64+avx2"))]
+pub fn add_dense_products(
+    sums: &mut [f64],
+    width: usize,
+    rows: &DenseBlock,
+    cols: &DenseBlock,
+    same_block: bool,
+) {
+    let (n_rows, n_cols) = (rows.n_genes(), cols.n_genes());
+    let n_cells = rows.values.len() / n_rows.max(1);
     for first in (0..n_cells).step_by(CELL_CHUNK) {
         let last = (first + CELL_CHUNK).min(n_cells);
         let xs = Matrix {

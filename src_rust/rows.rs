@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use crate::binned::Binned;
 use crate::blocks::{BlockedGenes, GeneBlock, MAX_BLOCK_GENES};
 use crate::cooccurrence::TileAccumulator;
+use crate::dense::DensePolicy;
 use crate::finish::{Count, GeneTables, InconsistentCounts, JointCounts, PairFinisher};
 
 /// Bytes of a tile's counts for dense data: a good part of a core's L2 cache (every
@@ -77,8 +78,19 @@ impl MiKernel {
     /// The kernel of `binned` (checked), with `block_genes` genes per block; runs on the
     /// current rayon pool.
     pub fn new(binned: &Binned<'_>, signed: bool, block_genes: usize) -> Self {
+        Self::with_policy(binned, signed, block_genes, DensePolicy::Auto)
+    }
+
+    /// As [`MiKernel::new`], dense blocks counted with bitsets as `policy` says (the
+    /// results are the same bit for bit).
+    pub fn with_policy(
+        binned: &Binned<'_>,
+        signed: bool,
+        block_genes: usize,
+        policy: DensePolicy,
+    ) -> Self {
         MiKernel {
-            blocks: BlockedGenes::build(binned, block_genes, signed),
+            blocks: BlockedGenes::build(binned, block_genes, signed, policy),
             tables: GeneTables::new(binned),
             signed,
         }
@@ -550,9 +562,21 @@ mod tests {
         mi
     }
 
+    const POLICIES: [DensePolicy; 3] = [DensePolicy::Auto, DensePolicy::Always, DensePolicy::Never];
+
     fn run(owned: &OwnedBinned, rows: GeneBlock, signed: bool, block_genes: usize) -> Vec<f32> {
+        run_with(owned, rows, signed, block_genes, DensePolicy::Auto)
+    }
+
+    fn run_with(
+        owned: &OwnedBinned,
+        rows: GeneBlock,
+        signed: bool,
+        block_genes: usize,
+        policy: DensePolicy,
+    ) -> Vec<f32> {
         let binned = owned.view();
-        let kernel = MiKernel::new(&binned, signed, block_genes);
+        let kernel = MiKernel::with_policy(&binned, signed, block_genes, policy);
         let mut out = vec![f32::NAN; rows.len() * (binned.n_genes() - rows.lo)];
         kernel.row_block(rows, &mut out).unwrap();
         out
@@ -563,18 +587,21 @@ mod tests {
         for (density, seed) in [(0.15, 3), (0.5, 5), (1.0, 9)] {
             let owned = example(60, 23, density, seed);
             assert_eq!(owned.view().check_entries(), Ok(()));
-            for signed in [false, true] {
+            for (signed, policy) in [false, true]
+                .into_iter()
+                .flat_map(|s| POLICIES.map(|p| (s, p)))
+            {
                 let expected = reference(&owned, signed);
                 let n_genes = owned.n_bins.len();
                 for (lo, hi) in [(0, n_genes), (0, 5), (4, 17), (20, 23), (22, 23)] {
-                    let out = run(&owned, GeneBlock { lo, hi }, signed, 4);
+                    let out = run_with(&owned, GeneBlock { lo, hi }, signed, 4, policy);
                     let width = n_genes - lo;
                     for i in lo..hi {
                         for j in lo..n_genes {
                             let got = f64::from(out[(i - lo) * width + j - lo]);
                             assert!(
                                 (got - expected[i][j]).abs() < 1e-6,
-                                "density {density} signed {signed} ({i}, {j}): {got} != {}",
+                                "density {density} signed {signed} {policy:?} ({i}, {j}): {got} != {}",
                                 expected[i][j]
                             );
                         }
@@ -607,36 +634,56 @@ mod tests {
     }
 
     #[test]
-    fn dense_products_equal_pair_by_pair_products_bit_for_bit() {
-        // Every cell expresses every gene: blocks are full and their products are summed
-        // as matrix products. One more cell that expresses nothing (adding nothing to the
-        // products) makes them not full: products summed pair by pair.
-        let n_bins: Vec<i32> = (0..21).map(|g| 2 + (g % 5)).collect();
-        let full = crate::cooccurrence::tests::random_binned(90, &n_bins, 1.0, 41);
-        let (mut bins, mut values) = dense_cells(&full);
-        bins.push(vec![0; 21]);
-        values.push(vec![0.0; 21]);
-        let not_full = OwnedBinned::from_dense(&bins, &values, &n_bins);
-        let rows = GeneBlock { lo: 0, hi: 21 };
-        for block_genes in [3, 4, 5, 9, 21] {
-            let kernel = MiKernel::new(&full.view(), true, block_genes);
-            assert!(kernel.blocks.blocks.iter().all(|block| block.full));
-            let (w, n) = (kernel.count_width(), 21);
-            let (mut counts, mut products) = (vec![0; n * w * n * w], vec![0.0; n * n]);
-            let block = CountBlockMut {
-                counts: &mut counts,
-                products: &mut products,
-            };
-            kernel.count_block(rows, block).unwrap();
-            let (_, expected) = count(&not_full, rows, block_genes);
-            for (k, (a, b)) in products.iter().zip(&expected).enumerate() {
+    fn dense_blocks_give_the_same_bits() {
+        // Bitsets or the scan, products as matrix products or pair by pair: the same
+        // counts and the same bits. As many cells again expressing nothing (adding nothing)
+        // make the dense blocks sparse.
+        for (density, seed) in [(0.9, 41), (1.0, 43)] {
+            let dense = example(90, 21, density, seed);
+            let (mut bins, mut values) = dense_cells(&dense);
+            bins.extend(vec![vec![0; 21]; 110]);
+            values.extend(vec![vec![0.0; 21]; 110]);
+            let sparse = OwnedBinned::from_dense(&bins, &values, &dense.n_bins);
+            let rows = GeneBlock { lo: 0, hi: 21 };
+            for block_genes in [3, 4, 5, 9, 21] {
+                let kernel = MiKernel::new(&dense.view(), true, block_genes);
+                assert!(kernel
+                    .blocks
+                    .blocks
+                    .iter()
+                    .all(|block| block.dense.is_some()));
+                let (expected_counts, expected_products) =
+                    count(&dense, rows, block_genes, DensePolicy::Never);
+                for policy in [DensePolicy::Always, DensePolicy::Auto] {
+                    let got = count(&dense, rows, block_genes, policy);
+                    assert_eq!(got.0, expected_counts, "{block_genes} genes, {policy:?}");
+                    assert_eq!(bits(&got.1), bits(&expected_products), "{policy:?}");
+                }
+                let kernel = MiKernel::new(&sparse.view(), true, block_genes);
+                assert!(kernel
+                    .blocks
+                    .blocks
+                    .iter()
+                    .all(|block| block.dense.is_none()));
+                let (_, products) = count(&sparse, rows, block_genes, DensePolicy::Never);
                 assert_eq!(
-                    a.to_bits(),
-                    b.to_bits(),
-                    "{block_genes} genes per block, pair {k}"
+                    bits(&products),
+                    bits(&expected_products),
+                    "{block_genes} genes"
                 );
+                let out = run_with(&dense, rows, true, block_genes, DensePolicy::Always);
+                let baseline = run_with(&dense, rows, true, block_genes, DensePolicy::Never);
+                assert_eq!(bits32(&out), bits32(&baseline), "{block_genes} genes");
             }
         }
+    }
+
+    fn bits(values: &[f64]) -> Vec<u64> {
+        values.iter().map(|v| v.to_bits()).collect()
+    }
+
+    fn bits32(values: &[f32]) -> Vec<u32> {
+        values.iter().map(|v| v.to_bits()).collect()
     }
 
     #[test]
@@ -674,8 +721,13 @@ mod tests {
     }
 
     /// `count_block` of `rows`, as (counts, products).
-    fn count(owned: &OwnedBinned, rows: GeneBlock, block_genes: usize) -> (Vec<i64>, Vec<f64>) {
-        let kernel = MiKernel::new(&owned.view(), true, block_genes);
+    fn count(
+        owned: &OwnedBinned,
+        rows: GeneBlock,
+        block_genes: usize,
+        policy: DensePolicy,
+    ) -> (Vec<i64>, Vec<f64>) {
+        let kernel = MiKernel::with_policy(&owned.view(), true, block_genes, policy);
         let (w, n_cols) = (kernel.count_width(), kernel.n_genes() - rows.lo);
         let mut counts = vec![-1; rows.len() * w * n_cols * w];
         let mut products = vec![f64::NAN; rows.len() * n_cols];
@@ -697,8 +749,11 @@ mod tests {
                 .cell_entries(cell)
                 .find(|&e| binned.genes[e] as usize == gene)
         };
-        for (lo, hi, block_genes) in [(0, 17, 4), (3, 11, 5), (16, 17, 3), (0, 17, 17)] {
-            let (counts, products) = count(&owned, GeneBlock { lo, hi }, block_genes);
+        let cases = [(0, 17, 4), (3, 11, 5), (16, 17, 3), (0, 17, 17)];
+        for ((lo, hi, block_genes), policy) in
+            cases.into_iter().flat_map(|c| POLICIES.map(|p| (c, p)))
+        {
+            let (counts, products) = count(&owned, GeneBlock { lo, hi }, block_genes, policy);
             let n_cols = 17 - lo;
             for i in lo..hi {
                 for j in lo..17 {
@@ -730,7 +785,7 @@ mod tests {
         let kernel = MiKernel::new(&owned.view(), true, 4);
         for (lo, hi) in [(0, 23), (5, 12), (22, 23)] {
             let rows = GeneBlock { lo, hi };
-            let (counts, products) = count(&owned, rows, 4);
+            let (counts, products) = count(&owned, rows, 4, DensePolicy::Auto);
             let mut finished = vec![f32::NAN; rows.len() * (23 - lo)];
             kernel
                 .finish_block(lo, &counts, &products, &mut finished)
@@ -751,8 +806,8 @@ mod tests {
         let (n_bins, rows) = (&owned.n_bins, GeneBlock { lo: 2, hi: 19 });
         let first = OwnedBinned::from_dense(&bins[..30], &values[..30], n_bins);
         let second = OwnedBinned::from_dense(&bins[30..], &values[30..], n_bins);
-        let (mut counts, mut products) = count(&first, rows, 6);
-        let (counts_2, products_2) = count(&second, rows, 6);
+        let (mut counts, mut products) = count(&first, rows, 6, DensePolicy::Auto);
+        let (counts_2, products_2) = count(&second, rows, 6, DensePolicy::Auto);
         counts.iter_mut().zip(counts_2).for_each(|(a, b)| *a += b);
         products
             .iter_mut()
@@ -773,7 +828,8 @@ mod tests {
     fn inconsistent_count_blocks_are_an_error() {
         let owned = example(40, 9, 0.5, 31);
         let kernel = MiKernel::new(&owned.view(), true, 4);
-        let (mut counts, products) = count(&owned, GeneBlock { lo: 0, hi: 9 }, 4);
+        let (mut counts, products) =
+            count(&owned, GeneBlock { lo: 0, hi: 9 }, 4, DensePolicy::Auto);
         let mut out = vec![0.0; 81];
         let w = kernel.count_width();
         counts[(w * 9 + 2) * w] += 1000; // genes (1, 2), bins (1, 1)

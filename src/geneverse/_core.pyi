@@ -40,7 +40,8 @@ class CooccurrenceKernel:
 
     The constructor checks ``data`` completely (``ValueError`` saying what is wrong,
     ``TypeError`` for a wrong dtype) and builds the kernel's blocked copy of the entries
-    (about 11 bytes per entry when ``signed``, 3 otherwise). Everything runs on ``n_jobs``
+    (about 11 bytes per entry when ``signed``, 3 otherwise, plus a values matrix and
+    bitsets for blocks that most cells express). Everything runs on ``n_jobs``
     threads (0: one per core) with the GIL released. ``block_genes`` (1 to 256) is for
     tuning; results do not depend on it, nor on ``n_jobs``, bit for bit.
     """
