@@ -23,6 +23,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import statistics
@@ -897,6 +898,14 @@ def _defaults(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def kept_sections(report: Path) -> str:
+    """The sections that other scripts (``scale.py``, ``ranking.py``) keep in ``report``,
+    between their ``<!-- name:start -->`` and ``<!-- name:end -->`` marks, to be kept."""
+    text = report.read_text() if report.exists() else ""
+    marks = re.finditer(r"<!-- (\w+):start -->.*?<!-- \1:end -->", text, flags=re.DOTALL)
+    return "".join(f"\n{mark.group(0)}\n" for mark in marks)
+
+
 def command_line(argv: Sequence[str]) -> str:
     script = Path(sys.argv[0]).resolve()
     try:
@@ -955,7 +964,7 @@ def run_benchmark(args: argparse.Namespace, argv: Sequence[str], launcher: Launc
         )
         _update_gpu_name(machine, everything)
         report = render(title, command_line(argv), machine, sections, notes(args, everything))
-        Path(args.output).write_text(report)
+        Path(args.output).write_text(report + kept_sections(Path(args.output)))
         (run_dir / "results.json").write_text(json.dumps([asdict(r) for r in everything], indent=1))
     _say(f"wrote {args.output} (raw results and logs: {run_dir})")
 
