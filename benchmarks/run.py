@@ -572,6 +572,7 @@ def machine_info(args: argparse.Namespace) -> dict[str, str]:
     info = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": _cpuinfo_model(),
+        "vector instructions (the Rust core picks at run time)": _vector_flags(),
         "cores": f"{os.cpu_count()} logical, {len(os.sched_getaffinity(0))} available",
         "memory": _meminfo_total(),
         "load average at start (1, 5, 15 min)": ", ".join(f"{v:.2f}" for v in os.getloadavg()),
@@ -595,6 +596,19 @@ def _cpuinfo_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def _vector_flags() -> str:
+    """Which of the instruction sets the Rust core's dense kernels are built for this CPU has."""
+    wanted = ("popcnt", "avx2", "avx512f", "avx512_vpopcntdq")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return ", ".join(flag for flag in wanted if flag in flags) or "none of them"
+    except OSError:
+        pass
+    return "unknown"
 
 
 def _meminfo_total() -> str:

@@ -38,7 +38,8 @@ def html(tmp_path_factory) -> Path:
 
 
 def test_every_page_is_built(html):
-    for page in ("index", "installation", "tutorial", "cli", "api", "backends", "changelog"):
+    pages = ("index", "installation", "tutorial", "scores", "cli", "api", "backends")
+    for page in (*pages, "changelog"):
         assert (html / f"{page}.html").is_file(), page
 
 
