@@ -688,21 +688,22 @@ mod tests {
 
     #[test]
     fn thread_count_does_not_change_a_bit() {
-        let owned = example(70, 40, 0.25, 17);
-        let rows = GeneBlock { lo: 0, hi: 40 };
-        let in_pool = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| run(&owned, rows, true, 3))
-        };
-        let one = in_pool(1);
-        let four = in_pool(4);
-        assert!(one
-            .iter()
-            .zip(&four)
-            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        for (density, policy) in [(0.25, DensePolicy::Auto), (1.0, DensePolicy::Always)] {
+            let owned = example(70, 40, density, 17);
+            let rows = GeneBlock { lo: 0, hi: 40 };
+            let in_pool = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| run_with(&owned, rows, true, 3, policy))
+            };
+            assert_eq!(
+                bits32(&in_pool(1)),
+                bits32(&in_pool(4)),
+                "density {density}"
+            );
+        }
     }
 
     #[test]
