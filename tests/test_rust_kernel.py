@@ -83,8 +83,9 @@ def test_block_size_does_not_change_a_bit(data):
 
 @pytest.mark.parametrize("n_bins", [1, 2, 3, 7, 20])
 @pytest.mark.parametrize("step", [1, 4, 64])
-def test_equals_the_oracle_across_row_blocks(n_bins, step):
-    X = _counts(60, 30, 0.4, seed=n_bins)
+@pytest.mark.parametrize("density", [0.4, 1.0])  # 1.0: dense blocks, bitsets on most CPUs
+def test_equals_the_oracle_across_row_blocks(n_bins, step, density):
+    X = _counts(60, 30, density, seed=n_bins)
     kernel = RustKernel(_binned(X, n_bins), signed=True, n_jobs=2)
     expected = oracle_signed_mi(X, n_bins=n_bins, signed=True)
     np.testing.assert_allclose(_full(kernel, 30, step), expected, atol=1e-6)
@@ -151,8 +152,16 @@ def test_only_the_cpu_is_supported():
     assert "CPU" in RustKernel.unavailable_reason("cuda")
 
 
+@pytest.fixture(scope="module")
+def dense_data() -> BinnedGenes:
+    """Blocks that every cell expresses: counted with bitsets where the CPU makes it pay."""
+    return _binned(_counts(300, 90, 1.0, seed=2), n_bins=4)
+
+
 @pytest.mark.parametrize("signed", [True, False])
-def test_count_blocks_equal_the_numpy_kernel(data, signed):
+@pytest.mark.parametrize("which", ["data", "dense_data"])
+def test_count_blocks_equal_the_numpy_kernel(request, which, signed):
+    data = request.getfixturevalue(which)
     rust = RustKernel(data, signed=signed, n_jobs=2).count_block(10, 60)
     numpy = NumpyKernel(data, signed=signed, n_jobs=1).count_block(10, 60)
     assert rust.counts.dtype == np.int64 and rust.products.dtype == np.float64
@@ -160,7 +169,9 @@ def test_count_blocks_equal_the_numpy_kernel(data, signed):
     np.testing.assert_allclose(rust.products, numpy.products, rtol=1e-12)
 
 
-def test_finishing_a_count_block_equals_the_row_block(data):
+@pytest.mark.parametrize("which", ["data", "dense_data"])
+def test_finishing_a_count_block_equals_the_row_block(request, which):
+    data = request.getfixturevalue(which)
     kernel = RustKernel(data, signed=True, n_jobs=2)
     finished = kernel.finish_block(20, kernel.count_block(20, 70))
     assert _same_bits(finished, kernel.row_block(20, 70))
