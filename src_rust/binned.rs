@@ -181,6 +181,17 @@ pub(crate) mod testing {
 
     use super::Binned;
 
+    /// A deterministic pseudo-random stream (xorshift64) for test inputs.
+    pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+        let mut state = seed | 1;
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
     /// Owned arrays behind a [`Binned`] view.
     pub struct OwnedBinned {
         pub indptr: Vec<i64>,

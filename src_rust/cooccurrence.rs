@@ -247,7 +247,7 @@ impl TileAccumulator {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::binned::testing::OwnedBinned;
+    use crate::binned::testing::{xorshift, OwnedBinned};
     use crate::binned::Binned;
     use crate::blocks::BlockedGenes;
     use crate::dense::DensePolicy;
@@ -255,13 +255,7 @@ pub(crate) mod tests {
     /// Pseudo-random input (xorshift): about `density` of the entries expressed, genes
     /// with the given bins.
     pub fn random_binned(n_cells: usize, n_bins: &[i32], density: f64, seed: u64) -> OwnedBinned {
-        let mut state = seed | 1;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(seed);
         let mut bins = vec![vec![0u8; n_bins.len()]; n_cells];
         let mut values = vec![vec![0.0; n_bins.len()]; n_cells];
         for cell in 0..n_cells {

@@ -488,19 +488,13 @@ fn mirror_lower_triangle(out: &mut [f32], n: usize, width: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::binned::testing::OwnedBinned;
+    use crate::binned::testing::{xorshift, OwnedBinned};
     use crate::finish::reference::histogram_mi;
 
     /// Deterministic pseudo-random data with all-zero genes, a gene constant where
     /// expressed, and genes of many bin counts.
     fn example(n_cells: usize, n_genes: usize, density: f64, seed: u64) -> OwnedBinned {
-        let mut state = seed | 1;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(seed);
         let n_bins: Vec<i32> = (0..n_genes).map(|g| [1, 2, 3, 5, 8, 11][g % 6]).collect();
         let mut bins = vec![vec![0u8; n_genes]; n_cells];
         let mut values = vec![vec![0.0; n_genes]; n_cells];
