@@ -85,3 +85,19 @@ def _assert_same_tree(a, b, where: str) -> None:
             _assert_same_tree(a[key], b[key], f"{where}/{key}")
     else:
         _assert_same(a, b, where)
+
+
+def full_matrix(kernel, block: int | None = None) -> np.ndarray:
+    """A kernel's symmetric MI matrix, assembled from row blocks of ``block`` rows (default:
+    the kernel's preferred size), each checked for dtype and shape."""
+    n_genes = kernel.data.n_genes
+    block = block or kernel.preferred_block_rows
+    out = np.zeros((n_genes, n_genes), dtype=np.float32)
+    for start in range(0, n_genes, block):
+        stop = min(n_genes, start + block)
+        rows = kernel.row_block(start, stop)
+        assert rows.dtype == np.float32
+        assert rows.shape == (stop - start, n_genes - start)
+        out[start:stop, start:] = rows
+        out[start:, start:stop] = rows.T
+    return out

@@ -25,6 +25,7 @@ from geneverse.kernels._base import BinnedGenes, CountBlock, Kernel
 from geneverse.kernels._numba import NumbaKernel
 from geneverse.kernels._torch import TorchKernel
 
+from conftest import full_matrix
 from oracle import oracle_signed_mi
 
 TOLERANCE = 1e-6
@@ -62,21 +63,6 @@ def _binned(X: np.ndarray, n_bins: int = 10) -> BinnedGenes:
     return bin_genes(sparse.csc_matrix(X), n_bins)
 
 
-def _full_matrix(kernel: Kernel, block: int | None = None) -> np.ndarray:
-    """The symmetric MI matrix, assembled from row blocks of ``block`` rows."""
-    n_genes = kernel.data.n_genes
-    block = block or kernel.preferred_block_rows
-    out = np.zeros((n_genes, n_genes), dtype=np.float32)
-    for start in range(0, n_genes, block):
-        stop = min(n_genes, start + block)
-        rows = kernel.row_block(start, stop)
-        assert rows.dtype == np.float32
-        assert rows.shape == (stop - start, n_genes - start)
-        out[start:stop, start:] = rows
-        out[start:, start:stop] = rows.T
-    return out
-
-
 # -- numba ----------------------------------------------------------------------------------
 
 
@@ -84,7 +70,7 @@ def _full_matrix(kernel: Kernel, block: int | None = None) -> np.ndarray:
 @pytest.mark.parametrize("signed", [True, False])
 def test_numba_equals_oracle(n_bins, signed):
     X = _expression(n_bins)
-    got = _full_matrix(NumbaKernel(_binned(X, n_bins), signed=signed, n_jobs=1), block=7)
+    got = full_matrix(NumbaKernel(_binned(X, n_bins), signed=signed, n_jobs=1), block=7)
     expected = oracle_signed_mi(X, n_bins=n_bins, signed=signed)
     np.testing.assert_allclose(got, expected, atol=TOLERANCE, rtol=0)
 
@@ -94,8 +80,8 @@ def test_numba_threads_give_identical_results():
 
     data = _binned(_expression(1, n_cells=200, n_genes=60))
     before = numba.get_num_threads()
-    one = _full_matrix(NumbaKernel(data, signed=True, n_jobs=1))
-    two = _full_matrix(NumbaKernel(data, signed=True, n_jobs=2))
+    one = full_matrix(NumbaKernel(data, signed=True, n_jobs=1))
+    two = full_matrix(NumbaKernel(data, signed=True, n_jobs=2))
     np.testing.assert_array_equal(one, two)
     assert numba.get_num_threads() == before
     kernel = NumbaKernel(data, signed=True, n_jobs=1)
@@ -107,7 +93,7 @@ def test_numba_threads_give_identical_results():
 def test_numba_row_blocks_do_not_change_the_result(block):
     data = _binned(_expression(2, n_genes=60))
     kernel = NumbaKernel(data, signed=True, n_jobs=2)
-    np.testing.assert_array_equal(_full_matrix(kernel, block), _full_matrix(kernel, 60))
+    np.testing.assert_array_equal(full_matrix(kernel, block), full_matrix(kernel, 60))
 
 
 def test_numba_runs_on_the_cpu_only():
@@ -126,14 +112,14 @@ def test_torch_cpu_equals_oracle(n_bins, signed):
     X = _expression(10 + n_bins)
     kernel = TorchKernel(_binned(X, n_bins), signed=signed, n_jobs=1, device="cpu")
     expected = oracle_signed_mi(X, n_bins=n_bins, signed=signed)
-    np.testing.assert_allclose(_full_matrix(kernel, 9), expected, atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(full_matrix(kernel, 9), expected, atol=TOLERANCE, rtol=0)
 
 
 @requires_torch
 def test_torch_cpu_equals_numba_bit_for_bit():
     data = _binned(_expression(3, n_cells=150, n_genes=50))
-    numba_mi = _full_matrix(NumbaKernel(data, signed=True, n_jobs=2))
-    torch_mi = _full_matrix(TorchKernel(data, signed=True, n_jobs=2, device="cpu"))
+    numba_mi = full_matrix(NumbaKernel(data, signed=True, n_jobs=2))
+    torch_mi = full_matrix(TorchKernel(data, signed=True, n_jobs=2, device="cpu"))
     np.testing.assert_array_equal(torch_mi, numba_mi)
 
 
@@ -144,7 +130,7 @@ def test_torch_cell_chunks_give_the_one_chunk_result(chunk_cells):
     whole = TorchKernel(data, signed=True, n_jobs=1, device="cpu", chunk_cells=100)
     chunked = TorchKernel(data, signed=True, n_jobs=1, device="cpu", chunk_cells=chunk_cells)
     assert chunked._plan.chunk_cells == chunk_cells
-    np.testing.assert_array_equal(_full_matrix(chunked), _full_matrix(whole))
+    np.testing.assert_array_equal(full_matrix(chunked), full_matrix(whole))
 
 
 @requires_torch
@@ -152,10 +138,10 @@ def test_torch_cell_chunks_give_the_one_chunk_result(chunk_cells):
 def test_torch_gene_tiles_do_not_change_the_result(tile_genes, monkeypatch):
     monkeypatch.setattr(_torch, "_MIN_DIAGONAL_SPLIT", 4)  # exercise the split diagonal too
     data = _binned(_expression(5, n_genes=40))
-    reference = _full_matrix(NumbaKernel(data, signed=True, n_jobs=1))
+    reference = full_matrix(NumbaKernel(data, signed=True, n_jobs=1))
     kernel = TorchKernel(data, signed=True, n_jobs=1, device="cpu", tile_genes=tile_genes)
     for block in (5, 17, 40):  # blocks smaller and larger than a tile
-        np.testing.assert_array_equal(_full_matrix(kernel, block), reference)
+        np.testing.assert_array_equal(full_matrix(kernel, block), reference)
 
 
 @requires_torch
@@ -166,7 +152,7 @@ def test_torch_and_numba_handle_degenerate_shapes(shape):
         NumbaKernel(data, signed=True, n_jobs=1),
         TorchKernel(data, signed=True, n_jobs=1, device="cpu"),
     ):
-        np.testing.assert_array_equal(_full_matrix(kernel, 2), np.zeros((shape[1],) * 2))
+        np.testing.assert_array_equal(full_matrix(kernel, 2), np.zeros((shape[1],) * 2))
 
 
 @requires_torch
@@ -361,9 +347,9 @@ def test_summary_of_cells_that_express_nothing(make_kernel):
 @pytest.mark.parametrize("gemm", ["int8", "half", "float32"])
 def test_cuda_products_equal_numba_bit_for_bit(gemm):
     data = _binned(_expression(8, n_cells=300, n_genes=70))
-    reference = _full_matrix(NumbaKernel(data, signed=True, n_jobs=2))
+    reference = full_matrix(NumbaKernel(data, signed=True, n_jobs=2))
     kernel = TorchKernel(data, signed=True, n_jobs=1, device="cuda", gemm=gemm)
-    np.testing.assert_array_equal(_full_matrix(kernel), reference)
+    np.testing.assert_array_equal(full_matrix(kernel), reference)
 
 
 @pytest.mark.gpu
@@ -371,12 +357,12 @@ def test_cuda_products_equal_numba_bit_for_bit(gemm):
 def test_cuda_default_device_tiles_and_chunks(monkeypatch):
     monkeypatch.setattr(_torch, "_MIN_DIAGONAL_SPLIT", 8)
     data = _binned(_expression(9, n_cells=300, n_genes=70))
-    reference = _full_matrix(NumbaKernel(data, signed=True, n_jobs=2))
+    reference = full_matrix(NumbaKernel(data, signed=True, n_jobs=2))
     default = TorchKernel(data, signed=True, n_jobs=1)
     assert default._plan.gemm == "int8"
-    np.testing.assert_array_equal(_full_matrix(default), reference)
+    np.testing.assert_array_equal(full_matrix(default), reference)
     small = TorchKernel(data, signed=True, n_jobs=1, tile_genes=16, chunk_cells=37)
-    np.testing.assert_array_equal(_full_matrix(small, 23), reference)
+    np.testing.assert_array_equal(full_matrix(small, 23), reference)
 
 
 @pytest.mark.gpu

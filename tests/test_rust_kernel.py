@@ -18,6 +18,7 @@ from geneverse.kernels import BinnedGenes, CountBlock
 from geneverse.kernels._numpy import NumpyKernel
 from geneverse.kernels._rust import RustKernel
 
+from conftest import full_matrix
 from oracle import oracle_signed_mi
 
 pytestmark = pytest.mark.skipif(
@@ -40,19 +41,6 @@ def _binned(X: np.ndarray, n_bins: int = 10) -> BinnedGenes:
     return bin_genes(sparse.csc_matrix(X), n_bins)
 
 
-def _full(kernel, n_genes: int, step: int) -> np.ndarray:
-    """The whole matrix from row blocks of ``step`` rows."""
-    mi = np.zeros((n_genes, n_genes), dtype=np.float32)
-    for start in range(0, n_genes, step):
-        stop = min(n_genes, start + step)
-        block = kernel.row_block(start, stop)
-        assert block.dtype == np.float32
-        assert block.shape == (stop - start, n_genes - start)
-        mi[start:stop, start:] = block
-        mi[start:, start:stop] = block.T
-    return mi
-
-
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and np.array_equal(a.view(np.uint32), b.view(np.uint32))
 
@@ -64,9 +52,9 @@ def data() -> BinnedGenes:
 
 @pytest.mark.parametrize("signed", [True, False])
 def test_thread_count_does_not_change_a_bit(data, signed):
-    one = _full(RustKernel(data, signed=signed, n_jobs=1), data.n_genes, 37)
-    two = _full(RustKernel(data, signed=signed, n_jobs=2), data.n_genes, 37)
-    every_core = _full(RustKernel(data, signed=signed, n_jobs=-1), data.n_genes, 37)
+    one = full_matrix(RustKernel(data, signed=signed, n_jobs=1), 37)
+    two = full_matrix(RustKernel(data, signed=signed, n_jobs=2), 37)
+    every_core = full_matrix(RustKernel(data, signed=signed, n_jobs=-1), 37)
     assert _same_bits(one, two)
     assert _same_bits(one, every_core)
 
@@ -88,13 +76,13 @@ def test_equals_the_oracle_across_row_blocks(n_bins, step, density):
     X = _counts(60, 30, density, seed=n_bins)
     kernel = RustKernel(_binned(X, n_bins), signed=True, n_jobs=2)
     expected = oracle_signed_mi(X, n_bins=n_bins, signed=True)
-    np.testing.assert_allclose(_full(kernel, 30, step), expected, atol=1e-6)
+    np.testing.assert_allclose(full_matrix(kernel, step), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("X", [np.zeros((1, 4)), np.ones((1, 4)), np.zeros((5, 3))])
 def test_degenerate_inputs_give_zeros(X):
     kernel = RustKernel(_binned(X), signed=True, n_jobs=1)
-    assert not _full(kernel, X.shape[1], 2).any()
+    assert not full_matrix(kernel, 2).any()
 
 
 def test_read_only_inputs_are_borrowed_as_they_are(data):
