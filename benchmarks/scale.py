@@ -74,7 +74,7 @@ def child_backed(backend: str) -> dict:
     import numpy as np
 
     import geneverse as gv
-    from geneverse import _chunked
+    from geneverse._data import _chunked
 
     gv.settings.cache_dir = None
     adata = ad.read_h5ad(_backed_path(), backed="r")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from geneverse import _cache
+from geneverse.tl._coexpression import _cache
 
 GENES = ["CD3E", "MS4A1", "LYZ", "NKG7"]
 PARAMS = {"n_bins": 10, "signed": True, "estimator": "plugin", "genes": None, "tol": 0.5}
@@ -131,7 +131,9 @@ def test_disabled_cache_does_nothing(tmp_path, monkeypatch):
 
 
 def test_default_cache_dir():
-    assert _cache.default_cache_dir().name == "geneverse"
+    from geneverse._settings import default_cache_dir
+
+    assert default_cache_dir().name == "geneverse"
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from distributed import Client, LocalCluster
 from scipy import sparse
 
 import geneverse as gv
-from geneverse import _chunked
+from geneverse._data import _chunked
 
 from conftest import BACKENDS, assert_unchanged, snapshot
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import sparse
 
-from geneverse import _measures as gm
+from geneverse.tl._coexpression import _measures as gm
 
 # --------------------------------------------------------------------------------------------
 # Dense references (the definitions, on the dense matrix), with our conventions: diagonal 0,

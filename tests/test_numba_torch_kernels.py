@@ -19,9 +19,8 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from geneverse._binning import GeneBins, ValueRuns, bin_cells, bin_genes
-from geneverse.kernels import _torch
-from geneverse.kernels._base import BinnedGenes, CountBlock, Kernel
+from geneverse._data._binning import GeneBins, ValueRuns, bin_cells, bin_genes
+from geneverse.kernels import BinnedGenes, CountBlock, Kernel, _torch
 from geneverse.kernels._numba import NumbaKernel
 from geneverse.kernels._torch import TorchKernel
 

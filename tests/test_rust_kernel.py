@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from geneverse._binning import bin_genes
+from geneverse._data._binning import bin_genes
 from geneverse.kernels import BinnedGenes, CountBlock
 from geneverse.kernels._numpy import NumpyKernel
 from geneverse.kernels._rust import RustKernel

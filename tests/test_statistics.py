@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import sparse
 
-from geneverse import _statistics as gs
-from geneverse._binning import bin_genes
+from geneverse._data._binning import bin_genes
 from geneverse.kernels._numpy import NumpyKernel
+from geneverse.tl._coexpression import _statistics as gs
 
 from oracle import oracle_bins, oracle_signs
 

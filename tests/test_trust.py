@@ -9,7 +9,7 @@ import pytest
 from scipy import sparse
 
 import geneverse as gv
-from geneverse import _measures
+from geneverse.tl._coexpression import _measures
 from test_statistics import oracle_mi, planted_modules
 
 from conftest import BACKENDS, assert_unchanged, snapshot

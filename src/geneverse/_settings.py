@@ -5,10 +5,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ._cache import default_cache_dir
-
 _BACKENDS = ("auto", "gpu", "rust", "numba", "numpy")
 _VERBOSITY_NAMES = {"error": 0, "warning": 1, "info": 2, "hint": 3, "debug": 4}
+
+
+def default_cache_dir() -> Path:
+    """``platformdirs.user_cache_dir("geneverse")`` when platformdirs is installed, else
+    ``$XDG_CACHE_HOME/geneverse`` or ``~/.cache/geneverse``."""
+    try:
+        from platformdirs import user_cache_dir
+    except ImportError:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        return Path(base) / "geneverse"
+    return Path(user_cache_dir("geneverse", appauthor=False))
 
 
 def _default_n_jobs() -> int:

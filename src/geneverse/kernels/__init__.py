@@ -6,7 +6,8 @@ import importlib
 
 import pandas as pd
 
-from ._base import BinnedGenes, CountBlock, Kernel
+from .._data._binned import BinnedGenes
+from ._base import CountBlock, Kernel
 
 #: ``backend="auto"`` tries these in order; the value is the module and class of each.
 _REGISTRY: dict[str, tuple[str, str]] = {

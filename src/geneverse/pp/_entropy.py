@@ -6,10 +6,10 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _logging as logg
-from .._binning import ValueRuns
-from .._chunked import chunk_source, chunked_value_runs
-from .._matrix import select_matrix
-from .._validate import check_flag, check_key
+from .._data._binning import ValueRuns
+from .._data._chunked import chunk_source, chunked_value_runs
+from .._data._matrix import select_matrix
+from .._utils import check_flag, check_key
 
 
 def filter_entropy(

@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 from scipy import sparse
 
-from ._binning import varying_genes
+from ..._data._binning import varying_genes
 
 Measure = Literal["pearson", "spearman", "jaccard", "cosine"]
 Matrix = sparse.spmatrix | sparse.sparray | np.ndarray

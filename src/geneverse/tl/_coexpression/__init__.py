@@ -15,32 +15,31 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from .. import _logging as logg
-from .._assemble import Assembler, DenseAssembler, SparseAssembler, TopKAssembler
-from .._binning import GeneBins, bin_genes
-from .._chunked import (
+from ... import _logging as logg
+from ..._data._binning import GeneBins, bin_genes
+from ..._data._chunked import (
     chunk_source,
     chunked_bins,
     chunked_count_blocks,
     chunked_value_runs,
     is_chunked,
 )
-from .._estimate import check_dense_fits, estimate_run
-from .._matrix import GeneSelection, resolve_genes, select_matrix
-from .._measures import MEASURES
-from .._settings import resolve_n_jobs, settings
-from .._statistics import permutation_pvalues, shuffle_cells
-from .._validate import (
+from ..._data._matrix import GeneSelection, check_values, resolve_genes, select_matrix
+from ..._settings import resolve_n_jobs, settings
+from ..._utils import (
     check_flag,
     check_key,
     check_method,
     check_n_bins,
     check_top_k,
-    check_values,
 )
-from ..kernels import BinnedGenes, Kernel, resolve_backend
+from ...kernels import BinnedGenes, Kernel, resolve_backend
+from ._assemble import Assembler, DenseAssembler, SparseAssembler, TopKAssembler
+from ._estimate import check_dense_fits, estimate_run
+from ._measures import MEASURES
 from ._results import GroupResult, cached
 from ._scoring import ScoredBlock, Scoring, qvalues, score_block, scored_row_blocks
+from ._statistics import permutation_pvalues, shuffle_cells
 
 
 @dataclass(frozen=True)
@@ -469,7 +468,7 @@ def _store(
     backend: str,
 ) -> None:
     """Write every result into ``adata``, all at once, at the end."""
-    from .. import __version__
+    from ... import __version__
 
     if results[0].bins is not None:
         adata.layers[f"{key}_bins"] = _bins_layer(adata, columns, groups, results)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from .kernels._base import BinnedGenes
+from ._binned import BinnedGenes
 
 
 @dataclass(frozen=True)

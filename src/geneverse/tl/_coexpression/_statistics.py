@@ -35,7 +35,7 @@ import numpy as np
 from scipy import sparse
 from scipy.stats import chi2
 
-from .kernels._base import BinnedGenes, CountBlock
+from ...kernels import BinnedGenes, CountBlock
 
 Estimator = Literal["plugin", "miller_madow"]
 Zeros = Literal["exclude", "include"]

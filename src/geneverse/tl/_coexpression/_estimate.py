@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import psutil
 
-from .kernels import BinnedGenes, Kernel
+from ...kernels import BinnedGenes, Kernel
 
 _GB = 1024**3
 

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from .. import _cache
-from .. import _logging as logg
-from .._settings import settings
+from ... import _logging as logg
+from ..._settings import settings
+from . import _cache
 
 Scores = np.ndarray | sparse.csr_matrix
 

@@ -23,11 +23,10 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from . import _logging as logg
+from .. import _logging as logg
+from ..kernels import BinnedGenes, CountBlock, Kernel
 from ._binning import GeneBins, ValueRuns, bin_cells
-from ._matrix import used_columns
-from ._validate import check_values
-from .kernels import BinnedGenes, CountBlock, Kernel
+from ._matrix import check_values, used_columns
 
 #: Memory for the count blocks of one pass over the cells (held twice: the running sum
 #: and one chunk's blocks).

@@ -33,17 +33,6 @@ _KEY, _LAYOUT_NAME = "__key__", "__layout__"
 _SUFFIX = ".npz"
 
 
-def default_cache_dir() -> Path:
-    """``platformdirs.user_cache_dir("geneverse")`` when platformdirs is installed, else
-    ``$XDG_CACHE_HOME/geneverse`` or ``~/.cache/geneverse``."""
-    try:
-        from platformdirs import user_cache_dir
-    except ImportError:
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        return Path(base) / "geneverse"
-    return Path(user_cache_dir("geneverse", appauthor=False))
-
-
 # --------------------------------------------------------------------------------------------
 # The key
 # --------------------------------------------------------------------------------------------
@@ -88,7 +77,7 @@ def cache_key(
 
 
 def _package_version() -> str:
-    from . import __version__
+    from ... import __version__
 
     return __version__
 

@@ -3,17 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import sparse
-
-_SCALED_DATA_HINT = (
-    "Mutual information needs non-negative expression: pass raw counts, a log-normalized "
-    "layer (layer='...') or use_raw=True, not scaled or centred data."
-)
-
-
-_BAD_NUMBER_HINT = (
-    "Fix or remove these values (for example with numpy.nan_to_num) before computing MI."
-)
 
 
 def check_n_bins(n_bins: int) -> None:
@@ -54,31 +43,3 @@ def check_flag(name: str, value: bool) -> None:
     """A yes/no argument must be a bool."""
     if not isinstance(value, bool | np.bool_):
         raise TypeError(f"{name} must be True or False, not {value!r}.")
-
-
-def check_values(matrix: sparse.csc_matrix, *, source: str, gene_names, cell_names) -> None:
-    """The selected values must be numbers, finite and ``>= 0``.
-
-    Names the first offending gene and cell, and says what to use instead.
-    """
-    if matrix.dtype.kind not in "iuf":
-        raise TypeError(
-            f"{source} holds {matrix.dtype} values; geneverse needs numbers "
-            "(integer counts or floats)."
-        )
-    data = matrix.data
-    for problem, bad in (
-        ("NaN", np.isnan(data) if matrix.dtype.kind == "f" else None),
-        ("infinite", np.isinf(data) if matrix.dtype.kind == "f" else None),
-        ("negative", data < 0),
-    ):
-        if bad is None or not bad.any():
-            continue
-        entry = int(np.flatnonzero(bad)[0])
-        gene = int(np.searchsorted(matrix.indptr, entry, side="right") - 1)
-        cell = int(matrix.indices[entry])
-        hint = _SCALED_DATA_HINT if problem == "negative" else _BAD_NUMBER_HINT
-        raise ValueError(
-            f"{source} contains {problem} values (first: gene {gene_names[gene]!r} in cell "
-            f"{cell_names[cell]!r}, value {data[entry]}). {hint}"
-        )

@@ -13,15 +13,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from .. import _logging as logg
-from .._statistics import (
+from ... import _logging as logg
+from ...kernels import CountBlock, Kernel
+from ._statistics import (
     ESTIMATORS,
     ZEROS,
     bh_qvalues_matrix,
     bh_qvalues_sparse,
     block_statistics,
 )
-from ..kernels import CountBlock, Kernel
 
 #: One row block: its first row, the MI and (when asked for) the p-values.
 ScoredBlock = tuple[int, np.ndarray, np.ndarray | None]
