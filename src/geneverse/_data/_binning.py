@@ -103,18 +103,24 @@ class ValueRuns:
 
 @dataclass(frozen=True)
 class GeneBins:
-    """The bins of every gene, fixed over all cells: edges and the per-gene marginals."""
+    """What every cell's entries of a gene are turned into, fixed over all cells.
+
+    The bin edges, the bins per gene and the bin counts over all ``n_cells`` cells, and
+    the two constants that make each value a *sign value*: ``(x - sign_shift) *
+    sign_scale`` (see :class:`~geneverse._data._binned.BinnedGenes`).
+    """
 
     n_cells: int
     edges: np.ndarray
     n_bins: np.ndarray
     bin_counts: np.ndarray
-    value_sums: np.ndarray
     varies: np.ndarray
+    sign_shift: np.ndarray
+    sign_scale: np.ndarray
 
     @classmethod
     def of_runs(cls, runs: ValueRuns, n_cells: int, n_bins: int) -> GeneBins:
-        """Edges (§2.1) and marginals from the genes' value runs over ``n_cells`` cells."""
+        """Edges and marginals from the genes' value runs over ``n_cells`` cells."""
         edges = bin_edges(runs, n_bins)
         n_bins_per_gene = (np.minimum(n_bins, runs.n_distinct) + 1).astype(np.int32)
         max_bins = int(n_bins_per_gene.max(initial=1))
@@ -123,29 +129,74 @@ class GeneBins:
         bin_counts = np.bincount(
             genes * max_bins + run_bins, weights=runs.counts, minlength=runs.n_genes * max_bins
         ).reshape(runs.n_genes, max_bins)
+        shift, scale = _sign_constants(runs, n_cells)
         return cls(
             n_cells=n_cells,
             edges=edges,
             n_bins=n_bins_per_gene,
             bin_counts=bin_counts.astype(np.int64),
-            value_sums=runs.value_sums(),
             varies=runs.varying_genes(n_cells),
+            sign_shift=shift,
+            sign_scale=scale,
         )
 
-    def summary(self) -> BinnedGenes:
-        """The marginals over all cells and no entries: what finishing reduced counts needs."""
-        return BinnedGenes(
+    def sign_values(self, values: np.ndarray, genes: np.ndarray) -> np.ndarray:
+        """The sign values (``float64``) of entries with these ``values`` of these ``genes``."""
+        return (values.astype(np.float64) - self.sign_shift[genes]) * self.sign_scale[genes]
+
+    def binned(self, entries: CellEntries) -> BinnedGenes:
+        """The kernels' input from every cell's entries, made with these bins."""
+        return BinnedGenes.of(
             n_cells=self.n_cells,
-            indptr=np.zeros(self.n_cells + 1, dtype=np.int64),
-            genes=np.zeros(0, dtype=np.int32),
-            bins=np.zeros(0, dtype=np.uint8),
-            values=np.zeros(0, dtype=np.float64),
+            indptr=entries.indptr,
+            genes=entries.genes,
+            bins=entries.bins,
+            values=entries.values,
             n_bins=self.n_bins,
             bin_counts=self.bin_counts,
-            value_sums=self.value_sums,
             varies=self.varies,
-            xlogx=xlogx_table(self.n_cells),
         )
+
+
+@dataclass(frozen=True)
+class CellEntries:
+    """Some cells' entries, cell-major: their offsets, genes, bins and sign values."""
+
+    indptr: np.ndarray
+    genes: np.ndarray
+    bins: np.ndarray
+    values: np.ndarray
+
+
+def _sign_constants(runs: ValueRuns, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """The shift and scale of every gene's sign values, from its value runs."""
+    has_values = runs.n_distinct > 0
+    highest, lowest = np.zeros(runs.n_genes), np.zeros(runs.n_genes)
+    highest[has_values] = runs.values[runs.run_ptr[1:][has_values] - 1]
+    lowest[has_values] = runs.values[runs.run_ptr[:-1][has_values]]
+    return sign_constants(runs.n_expressed(), runs.value_sums(), lowest, highest, n_cells)
+
+
+def sign_constants(
+    n_expressed: np.ndarray,
+    value_sums: np.ndarray,
+    lowest: np.ndarray,
+    highest: np.ndarray,
+    n_cells: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per gene, the shift and the power-of-two scale that make its values sign values.
+
+    A gene expressed in every cell is centred on its mean (no implicit zero moves), which
+    removes the cancellation of the one-pass covariance; then every gene is divided by the
+    power of two at or above its largest ``|x - shift|``, so that sums of products of sign
+    values can neither overflow nor lose the scale of very small values. ``lowest`` and
+    ``highest`` are each gene's smallest and largest nonzero value.
+    """
+    dense = (n_expressed == n_cells) & (n_expressed > 0)
+    shift = np.where(dense, value_sums / max(n_cells, 1), 0.0)
+    spread = np.maximum(highest - shift, shift - lowest)
+    _, exponent = np.frexp(spread)  # spread = m * 2**exponent with 0.5 <= m < 1 (0 for 0)
+    return shift, np.ldexp(1.0, -exponent)
 
 
 def _quantile_fractions(n_bins: int) -> np.ndarray:
@@ -200,48 +251,22 @@ def _bins_of(values: np.ndarray, indptr: np.ndarray, edges: np.ndarray) -> np.nd
     return bins
 
 
-def xlogx_table(n_cells: int) -> np.ndarray:
-    """``m * log2(m)`` for ``m = 0..n_cells`` (0 at ``m = 0``): the one table MI uses."""
-    m = np.arange(n_cells + 1, dtype=np.float64)
-    return m * np.log2(m, out=np.zeros_like(m), where=m > 0)
-
-
-def bin_cells(
-    matrix: sparse.csc_matrix, genes: GeneBins, *, all_cells: bool = False
-) -> BinnedGenes:
-    """The kernels' input for the cells of ``matrix`` (cells × genes CSC, no explicit zeros),
-    binned with ``genes``' edges. Its marginals are those of these cells: taken from
-    ``genes`` when ``all_cells`` (``matrix`` holds the cells ``genes`` was made from)."""
-    n_cells, n_genes = matrix.shape
+def bin_cells(matrix: sparse.csc_matrix, genes: GeneBins) -> CellEntries:
+    """The entries of the cells of ``matrix`` (cells × genes CSC, no explicit zeros, sorted,
+    canonical), cell-major, binned with ``genes``' edges."""
     bins = _bins_of(matrix.data, matrix.indptr, genes.edges)
-    values = matrix.data.astype(np.float64)
     index_dtype = np.int32 if bins.shape[0] < np.iinfo(np.int32).max else np.int64
     by_cell = sparse.csc_matrix(
         (np.arange(bins.shape[0], dtype=index_dtype), matrix.indices, matrix.indptr),
         shape=matrix.shape,
     ).tocsr()
     order = by_cell.data
-    if all_cells:
-        bin_counts, value_sums, varies = genes.bin_counts, genes.value_sums, genes.varies
-    else:
-        genes_of_entry = np.repeat(np.arange(n_genes), np.diff(matrix.indptr))
-        max_bins = genes.bin_counts.shape[1]
-        bin_counts = np.bincount(
-            genes_of_entry * max_bins + bins, minlength=n_genes * max_bins
-        ).reshape(n_genes, max_bins)
-        value_sums = np.bincount(genes_of_entry, weights=values, minlength=n_genes)
-        varies = varying_genes(matrix)
-    return BinnedGenes(
-        n_cells=n_cells,
+    gene_of_entry = by_cell.indices.astype(np.int32)
+    return CellEntries(
         indptr=by_cell.indptr.astype(np.int64),
-        genes=by_cell.indices.astype(np.int32),
+        genes=gene_of_entry,
         bins=bins[order],
-        values=values[order],
-        n_bins=genes.n_bins,
-        bin_counts=bin_counts.astype(np.int64),
-        value_sums=value_sums.astype(np.float64),
-        varies=varies,
-        xlogx=xlogx_table(n_cells),
+        values=genes.sign_values(matrix.data[order], gene_of_entry),
     )
 
 
@@ -264,4 +289,4 @@ def bin_genes(matrix: sparse.csc_matrix, n_bins: int) -> BinnedGenes:
     explicit zeros; any int or float dtype.
     """
     genes = GeneBins.of_runs(ValueRuns.of_matrix(matrix), matrix.shape[0], n_bins)
-    return bin_cells(matrix, genes, all_cells=True)
+    return genes.binned(bin_cells(matrix, genes))

@@ -1,36 +1,31 @@
 """Matrices read chunk by chunk over cells: Dask arrays and backed ``.h5ad`` files.
 
-Two passes over the cells, each a map over chunks and a reduction (DESIGN.md §5):
+The raw values are read at most twice, whatever the number of genes (docs: "How the
+scores are computed"):
 
 1. every chunk is validated and gives its genes' value runs; the merged runs give the
-   exact edges (:class:`~geneverse._binning.GeneBins`), as in memory;
-2. every chunk is binned with those edges and counted by the chosen kernel; the integer
-   count blocks are added up and finished once.
+   exact edges (:class:`~geneverse._data._binning.GeneBins`), as in memory;
+2. every chunk is binned with those edges into its compact entries (13 bytes each);
+   counting then runs on the compact bins of all cells, as in memory.
 
-Only value runs, bins and count blocks travel between the chunks and the caller: on a
+Only value runs and compact bins travel between the chunks and the caller: on a
 ``dask.distributed`` cluster the chunks of X stay on the workers and are never densified.
 """
 
 from __future__ import annotations
 
-import operator
+import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from functools import reduce
+from collections.abc import Callable
+from functools import reduce, singledispatch
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from scipy import sparse
 
-from .. import _logging as logg
-from ..kernels import BinnedGenes, CountBlock, Kernel
-from ._binning import GeneBins, ValueRuns, bin_cells
-from ._matrix import check_values, used_columns
+from ._binning import CellEntries, GeneBins, ValueRuns, bin_cells
+from ._matrix import check_values, matrix_digest, used_columns
 
-#: Memory for the count blocks of one pass over the cells (held twice: the running sum
-#: and one chunk's blocks).
-_PASS_BYTES = 256 * 1024**2
 #: Cells per slice when reading a backed file.
 SLICE_CELLS = 10_000
 
@@ -93,99 +88,121 @@ def _run_on_block(task, block, columns: np.ndarray, start: int):
 
 
 def is_chunked(values: Any) -> bool:
-    """Whether ``values`` must be read chunk by chunk (Dask array, backed dataset)."""
-    return _is_dask(values) or _is_backed(values)
-
-
-def _is_dask(values: Any) -> bool:
-    return type(values).__module__.startswith("dask.")
-
-
-def _is_backed(values: Any) -> bool:
-    module = type(values).__module__
-    return module.startswith("h5py") or "sparse_dataset" in module
+    """Whether ``values`` is read chunk by chunk (a Dask array, a backed dataset)."""
+    return _chunked_reader(values) is not None
 
 
 def chunk_source(values: Any, columns: np.ndarray, source: str) -> ChunkSource:
-    """The chunk reader for ``values``."""
-    kind = DaskSource if _is_dask(values) else SlicedSource
-    return kind(values, columns, source)
+    """The chunk reader for ``values``: a Dask array by its chunks, any other array (backed
+    or in memory) in slices of cells."""
+    return (_chunked_reader(values) or SlicedSource)(values, columns, source)
+
+
+@singledispatch
+def _reader_of_type(values: Any) -> type[ChunkSource] | None:
+    """The reader of a chunked array type; ``None`` for arrays in memory."""
+    return None
+
+
+#: The chunked array types, by module: registered once their module is loaded.
+_CHUNKED_TYPES = (
+    ("dask.array", "Array", DaskSource),
+    ("h5py", "Dataset", SlicedSource),
+    ("anndata.abc", "CSRDataset", SlicedSource),
+    ("anndata.abc", "CSCDataset", SlicedSource),
+)
+
+
+def _chunked_reader(values: Any) -> type[ChunkSource] | None:
+    """``_reader_of_type``, with the chunked types of the modules loaded so far registered.
+
+    An array of a type exists only once the type's module is loaded, so geneverse never
+    needs to import Dask or h5py itself to recognise their arrays.
+    """
+    for module_name, type_name, reader in _CHUNKED_TYPES:
+        module = sys.modules.get(module_name)
+        kind = getattr(module, type_name, None)
+        if kind is not None and kind not in _reader_of_type.registry:
+            _reader_of_type.register(kind, lambda values, reader=reader: reader)
+    return _reader_of_type(values)
 
 
 def chunked_value_runs(
-    source: ChunkSource, gene_names: pd.Index, cell_names: pd.Index
-) -> ValueRuns:
-    """Pass 1: validate every chunk and merge the genes' value runs."""
+    source: ChunkSource,
+    gene_names: np.ndarray,
+    cell_names: np.ndarray,
+    labels: np.ndarray | None = None,
+    n_groups: int = 1,
+) -> tuple[list[ValueRuns], list[str]]:
+    """Pass 1: every chunk validated; the merged value runs of each group of cells, and
+    each chunk's digest (in the order of the cells).
+
+    ``labels`` holds each cell's group (``0..n_groups - 1``; -1 for none; ``None``: all in
+    group 0).
+    """
     gene_names, cell_names = np.asarray(gene_names), np.asarray(cell_names)
 
-    def runs_of_chunk(chunk: sparse.csc_matrix, start: int) -> ValueRuns:
-        check_values(
-            chunk,
-            source=source.source,
-            gene_names=gene_names,
-            cell_names=cell_names[start : start + chunk.shape[0]],
-        )
-        return ValueRuns.of_matrix(chunk)
+    def runs_of_chunk(chunk: sparse.csc_matrix, start: int):
+        names = cell_names[start : start + chunk.shape[0]]
+        check_values(chunk, source=source.source, gene_names=gene_names, cell_names=names)
+        groups = _group_rows(chunk, labels, start, n_groups)
+        return [ValueRuns.of_matrix(rows) for rows in groups], [matrix_digest(chunk)]
 
-    return source.map_reduce(runs_of_chunk, lambda a, b: ValueRuns.merge([a, b]))
+    def combine(a, b):
+        merged = [ValueRuns.merge([x, y]) for x, y in zip(a[0], b[0], strict=True)]
+        return merged, a[1] + b[1]
 
-
-def chunked_bins(source: ChunkSource, genes: GeneBins) -> sparse.csr_matrix:
-    """The bins of every cell (cells × used genes, CSR ``uint8``)."""
-
-    def bins_of_chunk(chunk: sparse.csc_matrix, start: int) -> list[sparse.csr_matrix]:
-        binned = bin_cells(chunk, genes)
-        return [sparse.csr_matrix((binned.bins, binned.genes, binned.indptr), chunk.shape)]
-
-    return sparse.vstack(source.map_reduce(bins_of_chunk, operator.add), format="csr")
+    return source.map_reduce(runs_of_chunk, combine)
 
 
-def chunked_count_blocks(
-    source: ChunkSource,
-    genes: GeneBins,
-    make_kernel: Callable[[BinnedGenes], Kernel],
-    n_rows: int,
-) -> Iterator[tuple[int, CountBlock]]:
-    """Pass 2: ``(start, counts)`` of the row blocks, the counts added up over chunks.
+def chunked_matrix(
+    source: ChunkSource, gene_names: np.ndarray, cell_names: np.ndarray
+) -> sparse.csc_matrix:
+    """The used genes' values of every chunk, validated, as one canonical CSC matrix."""
+    gene_names, cell_names = np.asarray(gene_names), np.asarray(cell_names)
 
-    Each pass over the cells counts as many row blocks as fit in the pass's memory.
-    """
-    width = max(genes.bin_counts.shape[1] - 1, 1)
-    n_genes = genes.n_bins.shape[0]
-    passes = _passes(n_rows, n_genes, width)
-    for blocks in logg.progress(passes, total=len(passes), description="passes over cells"):
+    def checked(chunk: sparse.csc_matrix, start: int) -> list[sparse.csc_matrix]:
+        names = cell_names[start : start + chunk.shape[0]]
+        check_values(chunk, source=source.source, gene_names=gene_names, cell_names=names)
+        return [chunk]
 
-        def count_chunk(chunk: sparse.csc_matrix, start: int, blocks=blocks) -> list[CountBlock]:
-            kernel = make_kernel(bin_cells(chunk, genes))
-            return [kernel.count_block(first, last) for first, last in blocks]
-
-        totals = source.map_reduce(count_chunk, _add_into)
-        yield from zip((first for first, _ in blocks), totals, strict=True)
+    return sparse.vstack(source.map_reduce(checked, lambda a, b: a + b), format="csc")
 
 
-def _add_into(total: list[CountBlock], more: list[CountBlock]) -> list[CountBlock]:
-    """Add ``more`` into ``total`` in place (each partial sum is used once)."""
-    for into, part in zip(total, more, strict=True):
-        np.add(into.counts, part.counts, out=into.counts)
-        np.add(into.products, part.products, out=into.products)
-    return total
+def chunked_entries(
+    source: ChunkSource, genes: list[GeneBins], labels: np.ndarray | None = None
+) -> list[CellEntries]:
+    """Pass 2: each group's compact entries, every chunk binned with its group's bins."""
+
+    def entries_of_chunk(chunk: sparse.csc_matrix, start: int) -> list[list[CellEntries]]:
+        groups = _group_rows(chunk, labels, start, len(genes))
+        return [[bin_cells(rows, bins)] for rows, bins in zip(groups, genes, strict=True)]
+
+    def combine(a, b):
+        return [x + y for x, y in zip(a, b, strict=True)]
+
+    return [concatenated(parts) for parts in source.map_reduce(entries_of_chunk, combine)]
 
 
-def _passes(n_rows: int, n_genes: int, width: int) -> list[list[tuple[int, int]]]:
-    """Row blocks grouped so that one pass's count blocks fit in ``_PASS_BYTES``."""
-    passes: list[list[tuple[int, int]]] = []
-    current: list[tuple[int, int]] = []
-    used = 0
-    start = 0
-    while start < n_rows:
-        per_row = 8 * (width * width + 1) * (n_genes - start)
-        rows = int(max(1, min(n_rows - start, (_PASS_BYTES // 4) // per_row)))
-        if current and used + rows * per_row > _PASS_BYTES:
-            passes.append(current)
-            current, used = [], 0
-        current.append((start, start + rows))
-        used += rows * per_row
-        start += rows
-    if current:
-        passes.append(current)
-    return passes
+def _group_rows(
+    chunk: sparse.csc_matrix, labels: np.ndarray | None, start: int, n_groups: int
+) -> list[sparse.csc_matrix]:
+    """The rows of ``chunk`` (cells from ``start``) of each group."""
+    if labels is None:
+        return [chunk]
+    own = labels[start : start + chunk.shape[0]]
+    return [chunk[np.flatnonzero(own == k)] for k in range(n_groups)]
+
+
+def concatenated(parts: list[CellEntries]) -> CellEntries:
+    """The entries of consecutive chunks of cells, as one set of cells."""
+    offsets = np.cumsum([0] + [part.genes.shape[0] for part in parts])
+    indptr = np.concatenate(
+        [[0]] + [part.indptr[1:] + offset for part, offset in zip(parts, offsets, strict=False)]
+    )
+    return CellEntries(
+        indptr=indptr.astype(np.int64),
+        genes=np.concatenate([part.genes for part in parts]),
+        bins=np.concatenate([part.bins for part in parts]),
+        values=np.concatenate([part.values for part in parts]),
+    )

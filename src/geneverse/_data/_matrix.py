@@ -1,18 +1,16 @@
-"""Choose the matrix to work on: ``layer`` / ``use_raw`` / ``genes``, whatever its array type."""
+"""The matrix to work on: which one (``layer``, ``use_raw``), its used genes' values read in
+canonical form (whatever its array type), and the check of those values."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
 from dataclasses import dataclass
 from functools import singledispatch
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from anndata import AnnData
 from scipy import sparse
-
-GeneSelection = None | str | Sequence[str] | np.ndarray | pd.Series | pd.Index
 
 
 @dataclass(frozen=True)
@@ -52,50 +50,6 @@ def resolve_use_raw(adata: AnnData, layer: str | None, use_raw: bool | None) -> 
     return bool(use_raw)
 
 
-def resolve_genes(adata: AnnData, genes: GeneSelection) -> np.ndarray:
-    """The boolean mask over ``adata.var_names`` of the genes to use."""
-    n_vars = adata.n_vars
-    if genes is None:
-        return np.ones(n_vars, dtype=bool)
-    if isinstance(genes, str):
-        return _var_column_mask(adata, genes)
-    values = np.asarray(genes)
-    if values.dtype == bool:
-        if values.shape != (n_vars,):
-            raise ValueError(
-                f"genes is a boolean mask of length {values.size}, but the AnnData has "
-                f"{n_vars} genes; the mask needs one entry per gene of adata.var_names."
-            )
-        return values.copy()
-    positions = adata.var_names.get_indexer(pd.Index(values.astype(str)))
-    missing = [str(name) for name in values[positions < 0]]
-    if missing:
-        shown = ", ".join(map(repr, missing[:5])) + (" ..." if len(missing) > 5 else "")
-        raise ValueError(
-            f"{len(missing)} of the requested genes are not in adata.var_names: {shown}. "
-            "Check the spelling, or whether the names are Ensembl IDs or symbols."
-        )
-    mask = np.zeros(n_vars, dtype=bool)
-    mask[positions] = True
-    return mask
-
-
-def _var_column_mask(adata: AnnData, column: str) -> np.ndarray:
-    if column not in adata.var.columns:
-        raise ValueError(
-            f"genes={column!r} is not a column of adata.var (columns: "
-            f"{list(adata.var.columns)}). Pass a boolean var column such as "
-            "'highly_variable', a list of gene names, or a boolean mask."
-        )
-    values = adata.var[column]
-    if values.dtype != bool:
-        raise ValueError(
-            f"adata.var[{column!r}] holds {values.dtype} values; genes= needs a boolean "
-            "column (True for the genes to use)."
-        )
-    return values.to_numpy(copy=True)
-
-
 def select_matrix(
     adata: AnnData,
     *,
@@ -115,6 +69,8 @@ def select_matrix(
         columns = np.arange(adata.n_vars)
     if columns.size == 0:
         raise ValueError("No genes are selected (genes= selects none); select at least one.")
+    if columns.size > 0 and adata.n_obs > np.iinfo(np.int32).max:
+        raise ValueError(f"{adata.n_obs} cells are more than geneverse can count (2**31 - 1).")
     source, values, positions = _source(adata, layer, use_raw)
     return Selection(
         values=values,
@@ -150,7 +106,12 @@ def _source(adata: AnnData, layer: str | None, use_raw: bool):
 
 @singledispatch
 def used_columns(values, columns: np.ndarray) -> sparse.csc_matrix:
-    """The given columns of ``values`` as a new CSC matrix without explicit zeros."""
+    """The given columns of ``values`` as a new, canonical CSC matrix: duplicate entries
+    summed (as scipy defines the matrix), no explicit zeros, indices sorted.
+
+    The user's matrix is never changed. Boolean values become 0/1 and ``float16`` becomes
+    ``float32`` (scipy.sparse has neither), exactly.
+    """
     raise TypeError(
         f"geneverse cannot read a matrix of type {type(values).__name__}; use a numpy array, "
         "a scipy sparse matrix, a Dask array or a backed .h5ad file."
@@ -161,7 +122,7 @@ def used_columns(values, columns: np.ndarray) -> sparse.csc_matrix:
 def _(values: np.ndarray, columns: np.ndarray) -> sparse.csc_matrix:
     # Gene by gene (a transposed copy), the nonzero entries come out in CSC order: no
     # detour through COO, no sorting.
-    by_gene = np.ascontiguousarray(_supported(values).T[columns])
+    by_gene = np.ascontiguousarray(_supported(values.T[columns]))
     n_cells = values.shape[0]
     entries = np.flatnonzero(by_gene)  # NaN counts as nonzero: the validation rejects it
     indptr = np.zeros(columns.size + 1, dtype=np.int64)
@@ -175,18 +136,33 @@ def _(values: np.ndarray, columns: np.ndarray) -> sparse.csc_matrix:
 @used_columns.register(sparse.sparray)
 def _(values, columns: np.ndarray) -> sparse.csc_matrix:
     every_column = columns.size == values.shape[1] and (columns == np.arange(columns.size)).all()
+    if values.dtype.kind == "b" or values.dtype == np.float16:
+        values = values.astype(_supported_dtype(values.dtype))
     if every_column:  # a new matrix all the same, without the cost of indexing every column
-        return _clean(sparse.csc_matrix(values, copy=True))
-    return _clean(sparse.csc_matrix(values)[:, columns])
+        return _canonical(sparse.csc_matrix(values, copy=True))
+    # Select columns after summing duplicates: indexing a matrix with duplicates keeps them.
+    matrix = sparse.csc_matrix(values, copy=True)
+    matrix.sum_duplicates()
+    return _canonical(matrix[:, columns])
+
+
+def _supported_dtype(dtype: np.dtype) -> np.dtype:
+    """scipy.sparse has no float16 or bool arithmetic: float32 and uint8 hold them exactly."""
+    if dtype == np.float16:
+        return np.dtype(np.float32)
+    if dtype.kind == "b":
+        return np.dtype(np.uint8)
+    return dtype
 
 
 def _supported(values: np.ndarray) -> np.ndarray:
-    """scipy.sparse has no float16: such values are widened to float32 (exactly)."""
-    return values.astype(np.float32) if values.dtype == np.float16 else values
+    dtype = _supported_dtype(values.dtype)
+    return values if dtype == values.dtype else values.astype(dtype)
 
 
-def _clean(matrix: sparse.csc_matrix) -> sparse.csc_matrix:
-    """Drop explicit zeros in place: ``matrix`` is always a new one (copied or indexed)."""
+def _canonical(matrix: sparse.csc_matrix) -> sparse.csc_matrix:
+    """Sum duplicates, drop explicit zeros and sort, in place: ``matrix`` is a new one."""
+    matrix.sum_duplicates()
     matrix.eliminate_zeros()
     matrix.sort_indices()
     return matrix
@@ -229,3 +205,19 @@ def check_values(matrix: sparse.csc_matrix, *, source: str, gene_names, cell_nam
             f"{source} contains {problem} values (first: gene {gene_names[gene]!r} in cell "
             f"{cell_names[cell]!r}, value {data[entry]}). {hint}"
         )
+
+
+def matrix_digest(matrix: sparse.csc_matrix) -> str:
+    """The SHA-256 (hex) of a canonical CSC matrix: its shape, dtype and arrays.
+
+    Canonical form makes it a digest of the matrix as scipy defines it: equal matrices
+    stored with duplicates, unsorted or with explicit zeros get the same digest.
+    """
+    digest = hashlib.sha256()
+    header = f"csc {matrix.shape[0]} {matrix.shape[1]} {matrix.dtype.str}".encode()
+    digest.update(len(header).to_bytes(8, "little") + header)
+    for part in (matrix.indptr.astype(np.int64), matrix.indices.astype(np.int64), matrix.data):
+        array = np.ascontiguousarray(part)
+        digest.update(array.nbytes.to_bytes(8, "little"))
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()

@@ -1,4 +1,4 @@
-"""The MI kernels (one module per backend) and the dispatch between them (DESIGN.md §4)."""
+"""The kernels (one module per backend) and the dispatch between them."""
 
 from __future__ import annotations
 
@@ -7,17 +7,26 @@ import importlib
 import pandas as pd
 
 from .._data._binned import BinnedGenes
-from ._base import CountBlock, Kernel
+from .._utils import AUTO, GPU, NUMBA, NUMPY, RUST, Backend, check_choice
+from ._base import SIGN_TOLERANCE, Kernel, PairScores, Scoring
 
 #: ``backend="auto"`` tries these in order; the value is the module and class of each.
 _REGISTRY: dict[str, tuple[str, str]] = {
-    "gpu": ("._torch", "TorchKernel"),
-    "rust": ("._rust", "RustKernel"),
-    "numba": ("._numba", "NumbaKernel"),
-    "numpy": ("._numpy", "NumpyKernel"),
+    GPU: ("._torch", "TorchKernel"),
+    RUST: ("._rust", "RustKernel"),
+    NUMBA: ("._numba", "NumbaKernel"),
+    NUMPY: ("._numpy", "NumpyKernel"),
 }
 
-__all__ = ["BinnedGenes", "CountBlock", "Kernel", "backends", "resolve_backend"]
+__all__ = [
+    "SIGN_TOLERANCE",
+    "BinnedGenes",
+    "Kernel",
+    "PairScores",
+    "Scoring",
+    "backends",
+    "resolve_backend",
+]
 
 
 def _load(name: str) -> tuple[type[Kernel] | None, str | None]:
@@ -36,26 +45,21 @@ def unavailable_reason(name: str, device: str | None = None) -> str | None:
     return reason if kernel is None else kernel.unavailable_reason(device)
 
 
-def resolve_backend(backend: str, device: str | None = None) -> type[Kernel]:
-    """The kernel class for ``backend`` (``"auto"``: the first usable one in §4's order).
+def resolve_backend(backend: Backend, device: str | None = None) -> type[Kernel]:
+    """The kernel class for ``backend`` (``"auto"``: the first usable one, in order).
 
     Raises
     ------
     ValueError
         If ``backend`` is unknown or cannot run here; the message says why.
     """
-    if backend == "auto":
+    check_choice("backend", backend, Backend)
+    if backend == AUTO:
         for name in _REGISTRY:
-            if name == "gpu" and device == "cpu":
-                continue  # "auto" uses the gpu backend for a GPU only
-            if unavailable_reason(name, device if name == "gpu" else None) is None:
+            if unavailable_reason(name) is None:
                 return _load(name)[0]
         raise AssertionError("the numpy backend is always available")
-    if backend not in _REGISTRY:
-        raise ValueError(
-            f"backend={backend!r} is not known; use 'auto' or one of {list(_REGISTRY)}."
-        )
-    if device is not None and backend != "gpu":
+    if device is not None and backend != GPU:
         raise ValueError(
             f"device={device!r} applies to backend='gpu' only; drop it for backend={backend!r}."
         )

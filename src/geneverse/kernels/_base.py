@@ -1,10 +1,13 @@
-"""The one small interface every MI kernel implements.
+"""The one small interface every kernel implements.
 
-A kernel knows nothing of AnnData. It receives the genes' nonzero bins in a
-cell-major sparse layout (:class:`BinnedGenes`), and fills blocks of rows of the
-signed MI matrix with the co-occurrence algorithm of DESIGN.md §3. The caller
-(:mod:`geneverse.tl._coexpression`) walks the row blocks, shows progress and
-assembles the symmetric result.
+A kernel knows nothing of AnnData. It receives the genes' nonzero bins in a cell-major
+sparse layout (:class:`~geneverse._data._binned.BinnedGenes`) and the scoring choice
+(:class:`Scoring`), counts the co-occurrences of bins of a block of gene pairs, and
+finishes those integer counts at once into the stored scores (:class:`PairScores`): the
+MI under that choice, signed, and with a test the Williams-corrected G statistic and its
+degrees of freedom. The finish follows one written sequence of floating-point
+operations, the same in every backend (the docs page "How the scores are computed"),
+so every backend gives the same bits.
 """
 
 from __future__ import annotations
@@ -17,35 +20,65 @@ import numpy as np
 
 from .._data._binned import BinnedGenes
 
+#: A pair's correlation sign counts only when ``|N * P - S_i * S_j|`` exceeds this share of
+#: ``N * norm_i * norm_j + |S_i * S_j|``, its rounding error bound (with room for the
+#: summation of a few million cells); below it the correlation is 0 to working precision.
+SIGN_TOLERANCE = 2.0**-32
+
 
 @dataclass(frozen=True)
-class CountBlock:
-    """The sufficient statistics of a row block, before the MI finish.
+class Scoring:
+    """What a kernel turns each pair's counts into.
 
-    For genes ``i`` in ``start:stop`` and ``j`` in ``start:n_genes``: ``counts[r, a-1, c,
-    b-1]`` is ``n_ij(a, b)``, the cells with gene ``start + r`` in bin ``a > 0`` and gene
-    ``start + c`` in bin ``b > 0`` (``int64``, shape ``(rows, max_bins - 1, columns,
-    max_bins - 1)``), and ``products[r, c]`` the sum over cells of their values' product
-    (``float64``; zeros when the run is unsigned). Counts of disjoint sets of cells add
-    up, which is how chunks of cells are reduced.
+    Attributes
+    ----------
+    signed
+        Multiply the MI by the sign of the pair's Pearson correlation.
+    include_zeros
+        Count the cells where both genes are zero (the MI over all cells); otherwise the
+        table holds only the cells expressing either gene (GeneVector's score).
+    miller_madow
+        Add the Miller–Madow correction to each entropy term.
+    g_test
+        Also give the G statistic of the full table (all cells) with Williams'
+        correction, and its degrees of freedom.
     """
 
-    counts: np.ndarray
-    products: np.ndarray
+    signed: bool = True
+    include_zeros: bool = False
+    miller_madow: bool = False
+    g_test: bool = False
 
-    def __add__(self, other: CountBlock) -> CountBlock:
-        return CountBlock(self.counts + other.counts, self.products + other.products)
+
+@dataclass(frozen=True)
+class PairScores:
+    """The scores of a block of gene pairs: genes ``rows`` against genes ``columns``.
+
+    Attributes
+    ----------
+    mi
+        ``float32`` ``(rows, columns)``: the MI in bits under the scoring choice (signed
+        when the scoring is), never ``-0.0``.
+    statistic
+        With ``g_test``: ``float64``, the Williams-corrected G statistic ``G / q`` of each
+        pair's full table (0 where ``dof`` is 0); else ``None``.
+    dof
+        With ``g_test``: ``int32``, the degrees of freedom ``(r - 1)(c - 1)`` of the full
+        table's occupied rows and columns; else ``None``.
+    """
+
+    mi: np.ndarray
+    statistic: np.ndarray | None = None
+    dof: np.ndarray | None = None
 
 
 class Kernel(ABC):
-    """A backend that computes rows of the signed MI matrix.
+    """A backend that scores blocks of gene pairs.
 
     Subclasses set :attr:`name`, implement :meth:`unavailable_reason` (``None`` when the
-    backend can run here), :meth:`count_block` and :meth:`finish_block`, and may replace
-    :meth:`row_block` by a fused version with the same result. Instances are made for one
-    run:
-    ``Kernel(data, signed=..., n_jobs=..., device=...)``, so a kernel may prepare state
-    (move data to a device, build an index) once in ``__init__``.
+    backend can run here) and :meth:`scores`. An instance is made for one input:
+    ``Kernel(data, scoring, n_jobs=..., device=...)``, so a kernel may prepare state (move
+    the data to a device, build an index) once in ``__init__``.
     """
 
     name: ClassVar[str]
@@ -53,13 +86,13 @@ class Kernel(ABC):
     throughput: ClassVar[float] = 2e8
 
     def __init__(
-        self, data: BinnedGenes, *, signed: bool, n_jobs: int, device: str | None = None
+        self, data: BinnedGenes, scoring: Scoring, *, n_jobs: int, device: str | None = None
     ) -> None:
         reason = self.unavailable_reason(device)
         if reason is not None:
             raise RuntimeError(f"The {self.name!r} backend cannot run here: {reason}")
         self.data = data
-        self.signed = signed
+        self.scoring = scoring
         self.n_jobs = n_jobs
         self.device = device
 
@@ -73,48 +106,31 @@ class Kernel(ABC):
         """How many rows the caller should ask for at a time (a hint, not a rule)."""
         return 256
 
-    def row_block(self, start: int, stop: int) -> np.ndarray:
-        """Signed MI of genes ``start:stop`` against genes ``start:n_genes``.
+    @abstractmethod
+    def scores(self, start: int, stop: int, first_column: int | None = None) -> PairScores:
+        """The scores of genes ``start:stop`` against genes ``first_column:n_genes``.
+
+        ``first_column=None`` (or ``start``) asks for a row block: columns ``start:``, so
+        the block's own pairs are in it both ways (left of its diagonal, each entry is the
+        mirror of the one above it) and its diagonal, a gene with itself, is 0 (MI 0,
+        statistic 0, dof 0). Otherwise ``first_column >= stop``: a rectangle of pairs of
+        two disjoint sets of genes.
 
         Returns
         -------
-        ``float32`` array of shape ``(stop - start, n_genes - start)``: entry ``[r, c]`` is
-        the (signed, when ``self.signed``) MI in bits of gene ``start + r`` with gene
-        ``start + c``. The diagonal entries (``r == c``) are 0.
+        :class:`PairScores` of shape ``(stop - start, n_genes - first_column)``.
         """
-        return self.finish_block(start, self.count_block(start, stop))
 
-    def _check_rows(self, start: int, stop: int) -> None:
-        """A row block must lie within the genes."""
+    def _columns(self, start: int, stop: int, first_column: int | None) -> int:
+        """Check a request; the first column (``start`` for a row block)."""
         n_genes = self.data.n_genes
         if not 0 <= start <= stop <= n_genes:
-            raise ValueError(f"row block {start}:{stop} is outside 0:{n_genes}.")
-
-    def _check_count_block(
-        self, start: int, counts: np.ndarray, products: np.ndarray, width: int
-    ) -> int:
-        """Counts and products of rows from ``start`` must have the shapes of this data,
-        with ``width`` nonzero bins per gene; returns the number of rows."""
-        n_rows = counts.shape[0] if counts.ndim == 4 else -1
-        self._check_rows(start, start + max(n_rows, 0))
-        expected = (n_rows, width, self.data.n_genes - start, width)
-        if counts.shape != expected or products.shape != expected[::2]:
+            raise ValueError(f"rows {start}:{stop} are outside 0:{n_genes}.")
+        if first_column is None or first_column == start:
+            return start
+        if not stop <= first_column <= n_genes:
             raise ValueError(
-                f"a count block of rows from {start} must have counts of shape {expected} "
-                f"and products of shape {expected[::2]}; got {counts.shape} and "
-                f"{products.shape}."
+                f"columns from {first_column} must start at the rows' first gene ({start}) "
+                f"or after their last ({stop}), within 0:{n_genes}."
             )
-        return n_rows
-
-    @abstractmethod
-    def count_block(self, start: int, stop: int) -> CountBlock:
-        """The co-occurrence counts (and value products) of a row block of this data."""
-
-    @abstractmethod
-    def finish_block(self, start: int, block: CountBlock) -> np.ndarray:
-        """The row block's MI from its counts and this data's marginals (``row_block``).
-
-        ``block`` may hold the counts of other cells than this kernel's entries (the sum
-        over chunks of cells): only the marginals of :class:`BinnedGenes` (``n_cells``,
-        ``bin_counts``, ``value_sums``, ``varies``, ``xlogx``) are used.
-        """
+        return first_column

@@ -1,81 +1,58 @@
 """``gv.tl.coexpression``: signed mutual information between every pair of genes.
 
-The flow, one direction: pick the matrix → validate → bins → kernel (counts → MI) →
-assemble → store in the AnnData, all at once, at the end.
+The stages, one direction, each in its own module of this package: check the arguments
+(:mod:`._options`) → plan the genes and groups (:mod:`._plan`) → pick the matrix and read
+it (``geneverse._data``) → look up the cache (:mod:`._results`) → bin and score each group
+(:mod:`._run`, the kernels, :mod:`._scoring`, :mod:`._assemble`) → store everything in the
+AnnData at once, at the end (:mod:`._store`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import inspect
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from anndata import AnnData
-from scipy import sparse
 
 from ... import _logging as logg
-from ..._data._binning import GeneBins, bin_genes
-from ..._data._chunked import (
-    chunk_source,
-    chunked_bins,
-    chunked_count_blocks,
-    chunked_value_runs,
-    is_chunked,
-)
-from ..._data._matrix import GeneSelection, check_values, resolve_genes, select_matrix
-from ..._settings import resolve_n_jobs, settings
+from ..._data._chunked import chunk_source, chunked_matrix, chunked_value_runs, is_chunked
+from ..._data._genes import GeneSelection
+from ..._data._matrix import Selection, check_values, matrix_digest, select_matrix
+from ..._settings import settings
 from ..._utils import (
-    check_flag,
-    check_key,
-    check_method,
-    check_n_bins,
-    check_top_k,
+    AUTO,
+    EXCLUDE,
+    MI,
+    PLUGIN,
+    Backend,
+    Estimator,
+    Method,
+    Zeros,
+    doc_adata,
+    doc_backend,
+    doc_genes,
+    doc_matrix,
+    doc_params,
+    doc_score,
 )
-from ...kernels import BinnedGenes, Kernel, resolve_backend
-from ._assemble import Assembler, DenseAssembler, SparseAssembler, TopKAssembler
-from ._estimate import check_dense_fits, estimate_run
-from ._measures import MEASURES
-from ._results import GroupResult, cached
-from ._scoring import ScoredBlock, Scoring, qvalues, score_block, scored_row_blocks
-from ._statistics import permutation_pvalues, shuffle_cells
+from ...kernels import resolve_backend
+from ._estimate import check_output_fits
+from ._options import Options, check_combinations
+from ._plan import GenePlan, Group, plan_genes, resolve_groups
+from ._results import GroupResult, cached, combined_digest
+from ._run import Computation, group_labels, run_chunked, run_in_memory
+from ._scoring import kernel_scoring
+from ._store import store
 
 
-@dataclass(frozen=True)
-class GenePlan:
-    """Which genes enter, in which order, and which pairs are wanted.
-
-    ``order`` holds the positions in ``adata.var_names`` of the used genes, the row genes
-    (``genes``) first; only the first ``n_rows`` are computed as rows. With ``against``,
-    ``in_against`` marks (in ``order``) the genes of ``against``: a pair is wanted when
-    one of its genes is a row gene and the other is in ``against``.
-    """
-
-    order: np.ndarray
-    n_rows: int
-    in_against: np.ndarray | None
-
-    def pair_mask(self, start: int, stop: int) -> np.ndarray | None:
-        """Which entries of the row block ``start:stop × start:`` are wanted (None: all)."""
-        if self.in_against is None:
-            return None
-        columns = np.arange(start, self.order.size)
-        return (
-            (columns[None, :] >= self.n_rows)
-            | self.in_against[start:stop, None]
-            | self.in_against[None, start:]
-        )
-
-
-@dataclass(frozen=True)
-class Group:
-    """The cells of one ``groupby`` category (``name=None``: all cells, no groupby)."""
-
-    name: str | None
-    cells: np.ndarray
-
-
+@doc_params(
+    doc_adata=doc_adata,
+    doc_matrix=doc_matrix,
+    doc_genes=doc_genes,
+    doc_score=doc_score,
+    doc_backend=doc_backend,
+)
 def coexpression(
     adata: AnnData,
     *,
@@ -87,14 +64,14 @@ def coexpression(
     top_k: int | None = None,
     n_bins: int = 10,
     signed: bool = True,
-    method: str = "mi",
-    estimator: str = "plugin",
-    zeros: str = "exclude",
+    method: Method = MI,
+    estimator: Estimator = PLUGIN,
+    zeros: Zeros = EXCLUDE,
     pvals: bool = False,
     n_permutations: int = 0,
-    random_state: int = 0,
+    random_state: int | None = 0,
     cache: bool = True,
-    backend: str = "auto",
+    backend: Backend = AUTO,
     device: str | None = None,
     n_jobs: int | None = None,
     key_added: str = "gv",
@@ -110,43 +87,27 @@ def coexpression(
 
     Parameters
     ----------
-    adata
-        Annotated data matrix (cells × genes) of counts or log-normalized values.
-    layer
-        Use ``adata.layers[layer]`` instead of ``adata.X``.
-    use_raw
-        Use ``adata.raw`` (values of the genes of ``adata.var_names``). ``None``: use it
-        when it exists and no ``layer`` is given, as scanpy does.
-    genes
-        The genes to compute on: ``None`` (all), a boolean ``var`` column name such as
-        ``"highly_variable"``, a list of gene names, or a boolean mask.
+    {doc_adata}
+    {doc_matrix}
+    {doc_genes}
     against
         Compute only the rectangle ``genes × against`` (same forms as ``genes``): 50
         marker genes against all 20,000 cost 50 × 20,000 pairs, not 20,000².
         ``None``: every pair of ``genes``.
     groupby
-        A categorical ``obs`` column: one MI matrix per category, each equal to running on
-        that category's cells alone (bins included).
+        An ``obs`` column (categorical, string, integer or boolean): one result per
+        category, each equal to running on that category's cells alone (bins included).
     top_k
         Keep, for every gene, its ``top_k`` strongest ``|MI|`` partners (union of both
         directions), as a sparse matrix; the dense genes × genes matrix is never built.
-    n_bins
-        Most bins of a gene's nonzero values (1–255).
-    signed
-        Multiply each MI by the sign of the genes' Pearson correlation.
+    {doc_score}
     method
         ``"mi"``, or one of GeneVector's other co-expression measures, computed without
         densifying X: ``"pearson"``, ``"spearman"``, ``"jaccard"`` (of the expressed
         cells) or ``"cosine"``; stored as ``adata.varp[f"{key_added}_{method}"]``.
-    estimator
-        ``"plugin"`` (GeneVector's) or ``"miller_madow"``, which adds ``(occupied cells −
-        1) / (2 n)`` to each entropy term against the plug-in estimate's bias.
-    zeros
-        ``"exclude"`` (GeneVector's: only the cells expressing either gene count) or
-        ``"include"`` (the textbook MI over all cells). Leaving out the cells where both
-        genes are zero makes even independent genes look dependent, so GeneVector's MI
-        does not rank pairs: to rank pairs or build a network, use ``"include"`` (with
-        ``estimator="miller_madow"``); ``"exclude"`` is for parity with GeneVector.
+        The options of the MI only (``n_bins``, ``signed``, ``estimator``, ``zeros``,
+        ``pvals``, ``n_permutations``, ``backend``, ``device``) are an error with
+        another method; every other option means the same for every method.
     pvals
         Also test each pair: the G-test of independence, with Williams' correction, on
         the full table over all cells (including the cells where both genes are zero;
@@ -159,19 +120,17 @@ def coexpression(
         are shuffled independently ``n_permutations`` times; ``p = (1 + b) / (1 +
         n_permutations)`` with ``b`` the shuffles whose ``|MI|`` is at least the observed.
     random_state
-        Seed of the permutations.
+        Seed of the permutations (a whole number, or ``None`` for a fresh one, which is
+        stored in ``uns``); only with ``n_permutations``.
     cache
-        Reuse a stored result of an identical call (same data, genes, parameters and
-        version) from ``gv.settings.cache_dir``, and store this one there.
-    backend
-        ``"auto"`` (the fastest usable: ``"gpu"``, ``"rust"``, ``"numba"``, ``"numpy"``)
-        or one of those names. See :func:`geneverse.backends`.
-    device
-        For ``backend="gpu"``: the torch device, such as ``"cuda"`` or ``"cpu"``.
-    n_jobs
-        Threads; ``None`` uses ``gv.settings.n_jobs``, ``-1`` all cores.
+        Reuse a stored result of an identical call (same values, genes, cells, groups,
+        parameters and version) from ``gv.settings.cache_dir``, and store this one there
+        (the cache keeps at most ``gv.settings.cache_max_bytes``, the results used least
+        recently are removed first).
+    {doc_backend}
     key_added
-        Prefix of the keys written to ``adata``.
+        Prefix of the keys written to ``adata``. A rerun with the same key replaces every
+        result of the earlier run.
     copy
         Return a copy with the results instead of writing into ``adata``.
 
@@ -181,22 +140,28 @@ def coexpression(
 
     ``adata.varp["gv_mi"]`` : :class:`numpy.ndarray` (``float32``, genes × genes)
         Signed MI in bits; symmetric, diagonal 0, rows and columns of unused genes 0.
-        A :class:`scipy.sparse.csr_matrix` when ``top_k`` or ``against`` is given. With
-        ``groupby``, one ``adata.varp["gv_mi_{category}"]`` per category instead.
+        A :class:`scipy.sparse.csr_matrix` when ``top_k`` or ``against`` is given, or when
+        ``genes`` selects so few of many genes that a dense matrix over all genes would be
+        mostly empty (then only the used genes' pairs are stored). With ``groupby``, one
+        ``adata.varp["gv_mi_{group}"]`` per category instead (``{group}`` is the
+        category, with characters an ``.h5ad`` key cannot hold replaced by ``_`` and made
+        unique: ``uns["gv"]["group_keys"]``). With another ``method``,
+        ``adata.varp["gv_{method}"]``.
     ``adata.layers["gv_bins"]`` : :class:`scipy.sparse.csr_matrix` (``uint8``)
         The bin of every value (0 = not expressed; columns of unused genes are empty).
         With ``groupby``, each cell's bins are those of its category.
     ``adata.var["gv_n_bins"]`` : :class:`pandas.Series` (``int``)
         Bins of each gene, counting the zero bin (0 for unused genes); with ``groupby``,
-        ``adata.var["gv_n_bins_{category}"]``.
+        ``adata.var["gv_n_bins_{group}"]``.
     ``adata.var["gv_used"]`` : :class:`pandas.Series` (``bool``)
         The genes that entered the computation.
     ``adata.varp["gv_pvals"]``, ``adata.varp["gv_qvals"]`` : ``float32``
         With ``pvals`` or ``n_permutations``: each pair's p-value and Benjamini–Hochberg
         q-value (1 for unused genes; sparse like ``gv_mi`` with ``top_k``/``against``).
     ``adata.uns["gv"]`` : :class:`dict`
-        ``"params"`` (every argument), ``"backend"`` (what ran), ``"version"`` and, with
-        ``groupby``, ``"groups"`` (the categories, in the order of the keys).
+        ``"params"`` (every argument), ``"backend"`` (what ran), ``"version"``,
+        ``"stored"`` (the keys written) and, with ``groupby``, ``"groups"`` (the
+        categories) and ``"group_keys"`` (their key suffixes, in the same order).
 
     Examples
     --------
@@ -207,315 +172,180 @@ def coexpression(
     >>> adata.varp["gv_mi"].shape
     (765, 765)
     """
-    started = logg.info("computing signed mutual information")
-    check_n_bins(n_bins)
-    for name, flag in (("signed", signed), ("pvals", pvals), ("copy", copy), ("cache", cache)):
-        check_flag(name, flag)
-    check_key(key_added)
-    check_top_k(top_k)
-    check_method(method)
-    scoring = Scoring(estimator, zeros, pvals or n_permutations > 0, n_permutations)
-    if copy and adata.isbacked:
+    options = Options.checked(
+        **{name: value for name, value in locals().items() if name != "adata"}
+    )
+    started = logg.info(
+        "computing signed mutual information" if method == MI else f"computing {method}"
+    )
+    if options.copy and adata.isbacked:
         raise ValueError(
             "copy=True would load this backed AnnData into memory; use copy=False: the "
             "results are added to the AnnData (X stays on disk), or load it first with "
             "adata.to_memory()."
         )
-    n_jobs = resolve_n_jobs(n_jobs)
-    kernel_class = resolve_backend(settings.backend if backend == "auto" else backend, device)
-    plan = plan_genes(adata, genes, against)
-    groups = resolve_groups(adata, groupby)
-    selection = select_matrix(adata, layer=layer, use_raw=use_raw, columns=plan.order)
+    plan = plan_genes(adata, options.genes, options.against)
+    groups = resolve_groups(adata, options.groupby)
+    selection = select_matrix(
+        adata, layer=options.layer, use_raw=options.use_raw, columns=plan.order
+    )
     chunked = is_chunked(selection.values)
-    if scoring.n_permutations and (chunked or top_k is not None or against is not None):
-        raise ValueError(
-            "n_permutations needs the dense result of data in memory; drop top_k/against, "
-            "or use pvals=True (the G-test), which works everywhere."
+    check_combinations(options, _DEFAULTS, chunked=chunked)
+    kernel_class = None
+    if options.method == MI:
+        kernel_class = resolve_backend(
+            settings.backend if options.backend_name() == AUTO else options.backend_name(),
+            options.device,
         )
-    if top_k is None and against is None:
-        check_dense_fits(adata.n_vars, n_outputs=len(groups) * (2 if scoring.pvals else 1))
-    params = {
-        "layer": layer,
-        "use_raw": selection.use_raw,
-        "genes": _genes_param(adata, genes, plan.order[: plan.n_rows]),
-        "against": _genes_param(adata, against, plan.order[plan.in_against])
-        if plan.in_against is not None
-        else None,
-        "groupby": groupby,
-        "top_k": top_k,
-        "n_bins": n_bins,
-        "signed": signed,
-        "method": method,
-        "estimator": estimator,
-        "zeros": zeros,
-        "pvals": scoring.pvals,
-        "n_permutations": n_permutations,
-        "random_state": random_state,
-        "cache": cache,
-        "backend": backend,
-        "device": device,
-        "n_jobs": n_jobs,
+    check_output_fits(adata.n_vars, plan, options, n_groups=len(groups))
+    computation = Computation(
+        method=options.method,
+        plan=plan,
+        top_k=options.top_k,
+        n_bins=options.n_bins,
+        scoring=kernel_scoring(
+            signed=options.signed,
+            zeros=options.zeros,
+            estimator=options.estimator,
+            g_test=options.pvals and options.n_permutations == 0,
+        ),
+        n_permutations=options.n_permutations,
+        seed=_seed(options),
+        kernel_class=kernel_class,
+        n_jobs=options.threads,
+        device=options.device,
+    )
+    params = _stored_params(adata, options, plan, selection, computation)
+    results = _compute(adata, selection, groups, computation, params, options.cache)
+    target = adata.copy() if options.copy else adata
+    uns = {
+        "params": params,
+        "backend": kernel_class.name if kernel_class is not None else options.method,
+        "version": _version(),
+    }
+    written = store(target, options.key_added, selection.columns, groups, results, uns)
+    logg.info("    finished", since=started)
+    logg.hint(
+        "added " + ", ".join(f"{slot}[{k!r}]" for slot, keys in written.items() for k in keys)
+    )
+    return target if options.copy else None
+
+
+#: The defaults of every option: an option set away from them must apply to the call.
+_DEFAULTS: dict[str, Any] = {
+    name: parameter.default
+    for name, parameter in inspect.signature(coexpression).parameters.items()
+    if parameter.default is not inspect.Parameter.empty
+}
+
+
+def _seed(options: Options) -> int | None:
+    """The permutations' seed: ``random_state``, or a fresh one drawn for ``None``."""
+    if options.n_permutations == 0:
+        return None
+    if options.random_state is None:
+        return int(np.random.SeedSequence().generate_state(1)[0])
+    return options.random_state
+
+
+def _compute(
+    adata: AnnData,
+    selection: Selection,
+    groups: list[Group],
+    computation: Computation,
+    params: dict[str, Any],
+    use_cache: bool,
+) -> list[GroupResult]:
+    """Every group's result: read the values, then look up the cache or compute."""
+    gene_names = np.asarray(adata.var_names[selection.columns])
+    cell_names = np.asarray(adata.obs_names)
+    key_parts = _key_parts(computation, groups, gene_names, params)
+    use_cache = use_cache and settings.cache_dir is not None
+    if is_chunked(selection.values):
+        source = chunk_source(selection.values, selection.positions, selection.source)
+        logg.info(
+            f"    reading {selection.source} chunk by chunk ({type(selection.values).__name__})"
+        )
+        if computation.method != MI:
+            matrix = chunked_matrix(source, gene_names, cell_names)
+            return cached(
+                lambda: run_in_memory(matrix, groups, computation),
+                matrix_digest(matrix), key_parts, use_cache,
+            )  # fmt: skip
+        labels = group_labels(groups, source.n_cells)
+        runs, digests = chunked_value_runs(source, gene_names, cell_names, labels, len(groups))
+        return cached(
+            lambda: run_chunked(source, runs, groups, computation),
+            combined_digest(digests), key_parts, use_cache,
+        )  # fmt: skip
+    matrix = selection.in_memory()
+    check_values(matrix, source=selection.source, gene_names=gene_names, cell_names=cell_names)
+    return cached(
+        lambda: run_in_memory(matrix, groups, computation),
+        matrix_digest(matrix), key_parts, use_cache,
+    )  # fmt: skip
+
+
+def _key_parts(computation: Computation, groups: list[Group], gene_names, params) -> dict:
+    """Everything besides the values that determines the result: the genes used (positions
+    and names, in order), the pairs, the cells of each group and every parameter."""
+    plan = computation.plan
+    return {
+        "order": plan.order,
+        "n_rows": plan.n_rows,
+        "in_against": plan.in_against,
+        "gene_names": [str(name) for name in gene_names],
+        "groups": [[group.name, group.suffix, group.cells] for group in groups],
+        "method": computation.method,
+        "top_k": computation.top_k,
+        "n_bins": computation.n_bins,
+        "scoring": [
+            computation.scoring.signed,
+            computation.scoring.include_zeros,
+            computation.scoring.miller_madow,
+            computation.scoring.g_test,
+        ],
+        "n_permutations": computation.n_permutations,
+        "seed": computation.seed,
     }
 
-    def make_kernel(data: BinnedGenes) -> Kernel:
-        return kernel_class(data, signed=signed, n_jobs=n_jobs, device=device)
 
-    if chunked:
-        if method != "mi":
-            raise ValueError(
-                f"method={method!r} needs the data in memory; load it first (adata.to_memory())."
-            )
-        results = _run_chunked(
-            adata, selection, groups, plan, make_kernel,
-            n_bins=n_bins, top_k=top_k, scoring=scoring,
-        )  # fmt: skip
-    else:
-        matrix = _checked_in_memory(adata, selection)
-
-        def compute() -> list[GroupResult]:
-            if method != "mi":
-                return _run_measure(matrix, groups, method)
-            return _run_in_memory(
-                matrix, groups, plan, make_kernel,
-                n_bins=n_bins, top_k=top_k, scoring=scoring, seed=random_state,
-            )  # fmt: skip
-
-        use_cache = cache and settings.cache_dir is not None
-        gene_names = adata.var_names[plan.order]
-        results = cached(compute, matrix, gene_names, groups, params) if use_cache else compute()
-
-    if copy:
-        adata = adata.copy()
-    _store(adata, key_added, selection.columns, groups, results, params, kernel_class.name)
-    logg.info("    finished", since=started)
-    logg.hint(f"added 'varp[{key_added}_{method}]' and 'uns[{key_added}]'")
-    return adata if copy else None
-
-
-def plan_genes(adata: AnnData, genes: GeneSelection, against: GeneSelection) -> GenePlan:
-    """Resolve ``genes`` and ``against`` into the order in which genes enter the kernel."""
-    rows = resolve_genes(adata, genes)
-    if against is None:
-        return GenePlan(order=np.flatnonzero(rows), n_rows=int(rows.sum()), in_against=None)
-    columns = resolve_genes(adata, against)
-    order = np.concatenate([np.flatnonzero(rows), np.flatnonzero(columns & ~rows)])
-    return GenePlan(order=order, n_rows=int(rows.sum()), in_against=columns[order])
-
-
-def resolve_groups(adata: AnnData, groupby: str | None) -> list[Group]:
-    """The cells of each category of ``adata.obs[groupby]`` (all cells without groupby)."""
-    if groupby is None:
-        return [Group(name=None, cells=np.arange(adata.n_obs))]
-    if groupby not in adata.obs.columns:
-        raise ValueError(
-            f"groupby={groupby!r} is not a column of adata.obs (columns: "
-            f"{list(adata.obs.columns)}); name a categorical column such as a cell type."
-        )
-    labels = adata.obs[groupby]
-    if labels.isna().any():
-        raise ValueError(
-            f"adata.obs[{groupby!r}] has missing values; fill them or drop those cells first."
-        )
-    categories = (
-        labels.cat.categories
-        if isinstance(labels.dtype, pd.CategoricalDtype)
-        else (pd.Index(sorted(labels.unique(), key=str)))
-    )
-    groups = [
-        Group(
-            name=str(category).replace("/", "_"),  # "/" cannot be in an .h5ad key
-            cells=np.flatnonzero((labels == category).to_numpy()),
-        )
-        for category in categories
-    ]
-    return [group for group in groups if group.cells.size]
-
-
-def _rows(matrix: sparse.csc_matrix, cells: np.ndarray) -> sparse.csc_matrix:
-    return matrix if cells.size == matrix.shape[0] else matrix[cells]
-
-
-def _run_in_memory(matrix, groups, plan, make_kernel, *, n_bins, top_k, scoring, seed):
-    """Bin and count each group of cells of the used genes' values (``matrix``)."""
-    results = []
-    for group in groups:
-        cells = _rows(matrix, group.cells)
-        binned = bin_genes(cells, n_bins)
-        kernel = make_kernel(binned)
-        logg.info(estimate_run(binned, kernel, plan.n_rows, group.name, top_k))
-        mi, pvalues = assemble(scored_row_blocks(kernel, plan.n_rows, scoring), plan, top_k)
-        if scoring.n_permutations:
-            pvalues = _permutation_pvalues(cells, mi, n_bins, make_kernel, plan, scoring, seed)
-        results.append(
-            GroupResult(
-                bins=sparse.csr_matrix((binned.bins, binned.genes, binned.indptr), cells.shape),
-                n_bins=binned.n_bins,
-                scores={"mi": mi, **_significance(pvalues, plan)},
-            )
-        )
-    return results
-
-
-def _run_chunked(adata, selection, groups, plan, make_kernel, *, n_bins, top_k, scoring):
-    """Two passes over chunks of cells (Dask, backed): edges, then reduced counts."""
-    if groups[0].name is not None:
-        raise ValueError(
-            "groupby= needs the data in memory; load it with adata.to_memory() (backed) "
-            "or adata.X = adata.X.compute() (Dask), or subset the cells of each group."
-        )
-    source = chunk_source(selection.values, selection.positions, selection.source)
-    logg.info(f"    reading {selection.source} chunk by chunk ({type(selection.values).__name__})")
-    runs = chunked_value_runs(source, adata.var_names[selection.columns], adata.obs_names)
-    genes = GeneBins.of_runs(runs, source.n_cells, n_bins)
-    finisher = make_kernel(genes.summary())
-    blocks = (
-        score_block(finisher, start, counts, scoring)
-        for start, counts in chunked_count_blocks(source, genes, make_kernel, plan.n_rows)
-    )
-    mi, pvalues = assemble(blocks, plan, top_k)
-    return [
-        GroupResult(
-            bins=chunked_bins(source, genes),
-            n_bins=genes.n_bins,
-            scores={"mi": mi, **_significance(pvalues, plan)},
-        )
-    ]
-
-
-def _run_measure(matrix, groups, method: str) -> list[GroupResult]:
-    """GeneVector's other co-expression measures, from sparse Gram matrices."""
-    return [
-        GroupResult(
-            bins=None,
-            n_bins=None,
-            scores={method: MEASURES[method](_rows(matrix, group.cells)).astype(np.float32)},
-        )
-        for group in groups
-    ]
-
-
-def _checked_in_memory(adata: AnnData, selection) -> sparse.csc_matrix:
-    """The used genes' values, read once and validated."""
-    matrix = selection.in_memory()
-    check_values(
-        matrix,
-        source=selection.source,
-        gene_names=adata.var_names[selection.columns],
-        cell_names=adata.obs_names,
-    )
-    return matrix
-
-
-def _permutation_pvalues(cells, observed, n_bins, make_kernel, plan, scoring, seed):
-    """``(1 + b) / (1 + P)``: ``b`` shuffles of each gene's cells with ``|MI| >= |observed|``."""
-    rng = np.random.default_rng(seed)
-    exceed = np.zeros(observed.shape, dtype=np.int32)
-    plain = Scoring(scoring.estimator, scoring.zeros)
-    for _ in logg.progress(
-        range(scoring.n_permutations), total=scoring.n_permutations, description="permutations"
-    ):
-        kernel = make_kernel(bin_genes(shuffle_cells(cells, rng), n_bins))
-        null, _ = assemble(scored_row_blocks(kernel, plan.n_rows, plain), plan, None)
-        exceed += np.abs(null) >= np.abs(observed)
-    return permutation_pvalues(exceed, scoring.n_permutations).astype(np.float32)
-
-
-def _significance(pvalues, plan: GenePlan) -> dict[str, Any]:
-    """The p-values and their q-values, when there are p-values."""
-    if pvalues is None:
-        return {}
-    tested = None
-    if plan.in_against is not None:
-        tested = np.zeros(pvalues.shape, dtype=bool)
-        tested[: plan.n_rows] = plan.in_against
-        tested[:, : plan.n_rows] |= plan.in_against[:, None]
-    return {"pvals": pvalues, "qvals": qvalues(pvalues, tested, pvalues.shape[0])}
-
-
-def assemble(blocks: Iterable[ScoredBlock], plan: GenePlan, top_k: int | None):
-    """The symmetric MI matrix of the plan's genes (and the p-values') from row blocks."""
-    n_genes = plan.order.size
-    assembler: Assembler
-    if top_k is not None:
-        assembler = TopKAssembler(n_genes, top_k)
-    elif plan.in_against is not None:
-        assembler = SparseAssembler(n_genes)
-    else:
-        assembler = DenseAssembler(n_genes)
-    for start, block, pvalues in blocks:
-        wanted = plan.pair_mask(start, start + block.shape[0])
-        if wanted is not None:
-            block = np.where(wanted, block, 0)
-            pvalues = None if pvalues is None else np.where(wanted, pvalues, 0)
-        assembler.add(start, block, pvalues)
-    return assembler.result()
+def _stored_params(adata, options: Options, plan: GenePlan, selection, computation) -> dict:
+    """Every argument, as an ``.h5ad`` file can hold it."""
+    return {
+        "layer": options.layer,
+        "use_raw": selection.use_raw,
+        "genes": _genes_param(adata, options.genes, plan.order[: plan.n_rows]),
+        "against": None
+        if plan.in_against is None
+        else _genes_param(adata, options.against, plan.order[plan.in_against]),
+        "groupby": options.groupby,
+        "top_k": options.top_k,
+        "n_bins": options.n_bins,
+        "signed": options.signed,
+        "method": options.method,
+        "estimator": options.estimator,
+        "zeros": options.zeros,
+        "pvals": options.tests,
+        "n_permutations": options.n_permutations,
+        "random_state": computation.seed if options.n_permutations else options.random_state,
+        "cache": options.cache,
+        "backend": options.backend,
+        "device": options.device,
+        "n_jobs": options.threads,
+        "key_added": options.key_added,
+        "copy": options.copy,
+    }
 
 
 def _genes_param(adata: AnnData, given: GeneSelection, positions: np.ndarray) -> Any:
-    """A gene selection as it can be stored in an .h5ad file: its name, or the names."""
+    """A gene selection as it can be stored in an .h5ad file: its column, or the names."""
     if given is None or isinstance(given, str):
         return given
     return np.asarray(adata.var_names[np.sort(positions)], dtype=str)
 
 
-def _store(
-    adata: AnnData,
-    key: str,
-    columns: np.ndarray,
-    groups: list[Group],
-    results: list[GroupResult],
-    params: dict[str, Any],
-    backend: str,
-) -> None:
-    """Write every result into ``adata``, all at once, at the end."""
+def _version() -> str:
     from ... import __version__
 
-    if results[0].bins is not None:
-        adata.layers[f"{key}_bins"] = _bins_layer(adata, columns, groups, results)
-    for group, result in zip(groups, results, strict=True):
-        suffix = "" if group.name is None else f"_{group.name}"
-        if result.n_bins is not None:
-            n_bins = np.zeros(adata.n_vars, dtype=np.int32)
-            n_bins[columns] = result.n_bins
-            adata.var[f"{key}_n_bins{suffix}"] = n_bins
-        for name, scores in result.scores.items():
-            fill = 1.0 if name in ("pvals", "qvals") else 0.0
-            adata.varp[f"{key}_{name}{suffix}"] = _in_var_space(scores, columns, adata.n_vars, fill)
-    used = np.zeros(adata.n_vars, dtype=bool)
-    used[columns] = True
-    adata.var[f"{key}_used"] = used
-    uns = {"params": params, "backend": backend, "version": __version__}
-    if groups[0].name is not None:
-        uns["groups"] = np.asarray([group.name for group in groups], dtype=str)
-    adata.uns[key] = uns
-
-
-def _bins_layer(adata, columns, groups, results) -> sparse.csr_matrix:
-    """Every group's bins in one cells × genes layer."""
-    if len(groups) == 1:  # all cells, in order: only the gene columns move
-        bins = results[0].bins
-        layer = sparse.csr_matrix(
-            (bins.data, columns[bins.indices], bins.indptr), shape=adata.shape, dtype=np.uint8
-        )
-        layer.sort_indices()  # the used genes may come in another order than var's
-        return layer
-    parts = []
-    for group, result in zip(groups, results, strict=True):
-        coo = result.bins.tocoo()
-        parts.append((group.cells[coo.row], columns[coo.col], coo.data))
-    rows, cols, values = (np.concatenate(part) for part in zip(*parts, strict=True))
-    return sparse.csr_matrix((values, (rows, cols)), shape=adata.shape, dtype=np.uint8)
-
-
-def _in_var_space(mi, columns: np.ndarray, n_vars: int, fill: float = 0.0):
-    """Place the used genes' matrix at their positions among all genes (others: ``fill``)."""
-    if sparse.issparse(mi):
-        coo = mi.tocoo()
-        return sparse.csr_matrix(
-            (coo.data, (columns[coo.row], columns[coo.col])), shape=(n_vars, n_vars)
-        )
-    if columns.size == n_vars and (columns == np.arange(n_vars)).all():
-        return mi
-    full = np.full((n_vars, n_vars), fill, dtype=np.float32)
-    full[np.ix_(columns, columns)] = mi
-    return full
+    return __version__

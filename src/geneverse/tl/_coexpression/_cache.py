@@ -1,14 +1,16 @@
-"""A result cache on disk: a later identical call loads instead of computing.
+"""A bounded result cache on disk: a later identical call loads instead of computing.
 
-A result is a set of named arrays stored in one ``.npz`` file per key in a cache
+A result is a set of named arrays stored in one ``.npz`` file per key in the cache
 directory. The key (:func:`cache_key`) is the SHA-256 of everything the result depends on:
-the data (its arrays, dtype, shape and format), the gene names in order, every parameter
-and the package version. Files are written atomically (a temporary file in the same
-directory, then :func:`os.replace`), so a reader never sees half a file and concurrent
-writers of the same key both succeed, the last one's complete file winning. Files are
-read with ``allow_pickle=False``; a file that cannot be read, or that holds another key
-than its name says, is ignored with a warning (the caller recomputes and overwrites it).
-A cache is an optimisation only: no failure to read or write it is ever an error.
+the digest of the values, the genes, cells, groups and parameters, and the package
+version. The cache holds at most ``max_bytes`` of results: a result larger than a quarter
+of that is not stored, and storing one first removes the results used least recently
+(loading a result counts as a use) until it fits. Files are written to a temporary file
+and moved into place under a lock shared by every process, so concurrent writers never
+let the cache exceed its bound and a reader never sees half a file. Files are read with
+``allow_pickle=False``; a file that cannot be read, or that holds another key than its
+name says, is ignored with a warning (the caller recomputes and replaces it). A cache is
+an optimisation only: no failure to read or write it is ever an error.
 """
 
 from __future__ import annotations
@@ -17,20 +19,28 @@ import hashlib
 import json
 import os
 import tempfile
-import warnings
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 from scipy import sparse
 
+from ... import _logging as logg
+
 #: Version of the file layout; a file of another layout is a mismatch.
-_LAYOUT = 1
+_LAYOUT = 2
 #: Reserved array names (the key and the layout) inside every file.
 _KEY, _LAYOUT_NAME = "__key__", "__layout__"
 _SUFFIX = ".npz"
+#: A result larger than this share of the bound is not stored.
+MAX_SHARE = 0.25
+#: Seconds to wait for another process's write before giving up on storing a result.
+_LOCK_SECONDS = 60
+_INCOMING = ".incoming"
 
 
 # --------------------------------------------------------------------------------------------
@@ -38,30 +48,19 @@ _SUFFIX = ".npz"
 # --------------------------------------------------------------------------------------------
 
 
-def cache_key(
-    data: np.ndarray | sparse.spmatrix | sparse.sparray,
-    gene_names: Sequence[str],
-    params: Mapping[str, Any],
-    *,
-    version: str | None = None,
-) -> str:
-    """The SHA-256 (hex) of the data, the gene names, the parameters and the version.
+def cache_key(data_digest: str, parts: Mapping[str, Any], *, version: str | None = None) -> str:
+    """The SHA-256 (hex) of the values' digest, the other parts and the version.
 
     Parameters
     ----------
-    data
-        The matrix the result is computed from: a scipy sparse matrix or array (its
-        format, shape, dtype and every stored array: ``data``, ``indices``, ``indptr``
-        for CSR/CSC, ``row``, ``col`` for COO) or a numpy array (its bytes, C order).
-        Equal matrices stored differently (CSR and CSC, explicit zeros, unsorted indices)
-        get different keys: a miss, never a wrong hit.
-    gene_names
-        In order (the order of the result's rows and columns).
-    params
-        Every parameter of the call, JSON-like: ``str``, ``int``, ``float``, ``bool``,
-        ``None``, lists, tuples, dicts with ``str`` keys, numpy scalars and arrays (hashed
-        by dtype, shape and bytes). Anything else is a :class:`TypeError`, so that no
-        parameter is silently left out of the key.
+    data_digest
+        The digest of the values the result is computed from
+        (:func:`geneverse._data._matrix.matrix_digest`).
+    parts
+        Everything else that determines the result, JSON-like: ``str``, ``int``,
+        ``float``, ``bool``, ``None``, lists, tuples, dicts with ``str`` keys, numpy
+        scalars and arrays (hashed by dtype, shape and bytes). Anything else is a
+        :class:`TypeError`, so that no part is silently left out of the key.
     version
         The package version; default ``geneverse.__version__``.
     """
@@ -70,9 +69,8 @@ def cache_key(
     digest = hashlib.sha256()
     _update(digest, "layout", _LAYOUT)
     _update(digest, "version", str(version))
-    _update(digest, "genes", [str(name) for name in gene_names])
-    _update(digest, "params", _canonical(params))
-    _hash_matrix(digest, data)
+    _update(digest, "data", str(data_digest))
+    _update(digest, "parts", _canonical(parts))
     return digest.hexdigest()
 
 
@@ -98,7 +96,7 @@ def _canonical(value: Any) -> Any:
         return {"ndarray": _array_digest(value)}
     if isinstance(value, Mapping):
         if not all(isinstance(key, str) for key in value):
-            raise TypeError("cache key parameters must be dicts with str keys")
+            raise TypeError("cache key parts must be dicts with str keys")
         return {key: _canonical(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_canonical(item) for item in value]
@@ -106,31 +104,12 @@ def _canonical(value: Any) -> Any:
 
 
 def _array_digest(array: np.ndarray) -> str:
-    digest = hashlib.sha256()
-    _hash_array(digest, "array", array)
-    return digest.hexdigest()
-
-
-def _hash_array(digest: Any, label: str, array: np.ndarray) -> None:
-    array = np.asarray(array)
     if array.dtype.hasobject:
-        raise TypeError(f"cannot hash an object array ({label}) into a cache key")
-    _update(digest, label, [array.dtype.str, list(array.shape)])
+        raise TypeError("cannot hash an object array into a cache key")
+    digest = hashlib.sha256()
+    _update(digest, "array", [array.dtype.str, list(array.shape)])
     digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
-
-
-def _hash_matrix(digest: Any, data: Any) -> None:
-    if sparse.issparse(data):
-        if data.format not in ("csr", "csc", "coo"):
-            raise TypeError(f"cannot hash a {data.format} sparse matrix; convert it to CSR")
-        _update(digest, "sparse", [data.format, list(data.shape)])
-        parts = ("row", "col", "data") if data.format == "coo" else ("data", "indices", "indptr")
-        for part in parts:
-            _hash_array(digest, part, getattr(data, part))
-    elif isinstance(data, np.ndarray):
-        _hash_array(digest, "dense", data)
-    else:
-        raise TypeError(f"cannot hash data of type {type(data).__name__} into a cache key")
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,34 +125,69 @@ def cache_path(key: str, cache_dir: str | os.PathLike) -> Path:
 
 
 def save(
-    key: str, arrays: Mapping[str, np.ndarray], *, cache_dir: str | os.PathLike | None
+    key: str,
+    arrays: Mapping[str, np.ndarray],
+    *,
+    cache_dir: str | os.PathLike | None,
+    max_bytes: int,
 ) -> Path | None:
-    """Store ``arrays`` under ``key``, atomically; return the file (``None``: not stored).
+    """Store ``arrays`` under ``key``; return the file (``None``: not stored).
 
-    ``cache_dir=None`` disables the cache (nothing is written). Array names must be valid
-    identifiers not starting with ``__``; object arrays (which would need pickle) are a
-    :class:`TypeError`. Store a sparse matrix with :func:`sparse_arrays`. A directory that
-    cannot be written gives a warning and ``None``.
+    ``cache_dir=None`` disables the cache. A result larger than ``MAX_SHARE * max_bytes``
+    is not stored; otherwise the results used least recently are removed until it fits
+    in ``max_bytes``. Array names must be valid identifiers not starting with ``__``;
+    object arrays (which would need pickle) are a :class:`TypeError`. Store a sparse
+    matrix with :func:`sparse_arrays`. A directory that cannot be written gives a
+    warning and ``None``.
     """
     if cache_dir is None:
         return None
     payload = _payload(key, arrays)
     path = cache_path(key, cache_dir)
-    temporary = None
+    temporary: Path | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **payload)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except OSError as error:
-        warnings.warn(f"could not write the cache file {path}: {error}", stacklevel=2)
-        if temporary is not None and os.path.exists(temporary):
-            os.unlink(temporary)
+        temporary = _written(payload, Path(cache_dir))
+        size = temporary.stat().st_size
+        if size > MAX_SHARE * max_bytes:
+            logg.info(
+                f"    not cached: the result ({_mebibytes(size)}) is larger than "
+                f"{MAX_SHARE:.0%} of gv.settings.cache_max_bytes ({_mebibytes(max_bytes)})"
+            )
+            return None
+        with FileLock(Path(cache_dir) / ".lock", timeout=_LOCK_SECONDS):
+            _make_room(Path(cache_dir), size, max_bytes, replacing=path)
+            os.replace(temporary, path)
+            temporary = None
+    except (OSError, Timeout) as error:
+        logg.warning(f"could not write the cache file {path}: {error}")
         return None
+    finally:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
     return path
+
+
+def _written(payload: Mapping[str, np.ndarray], cache_dir: Path) -> Path:
+    """The payload in a new temporary file beside the cache (not counted in it)."""
+    incoming = cache_dir / _INCOMING
+    incoming.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(suffix=".tmp", dir=incoming)
+    with os.fdopen(handle, "wb") as file:
+        np.savez(file, **payload)
+        file.flush()
+        os.fsync(file.fileno())
+    return Path(name)
+
+
+def _make_room(cache_dir: Path, size: int, max_bytes: int, *, replacing: Path) -> None:
+    """Remove the results used least recently until ``size`` more bytes fit (under the lock)."""
+    results = [entry for entry in stored_results(cache_dir) if entry.path != replacing]
+    total = sum(entry.size for entry in results)
+    for entry in sorted(results, key=lambda entry: entry.used):
+        if total + size <= max_bytes:
+            break
+        entry.path.unlink(missing_ok=True)
+        total -= entry.size
 
 
 def load(key: str, *, cache_dir: str | os.PathLike | None) -> dict[str, np.ndarray] | None:
@@ -181,22 +195,24 @@ def load(key: str, *, cache_dir: str | os.PathLike | None) -> dict[str, np.ndarr
 
     ``None`` too, with a warning, when the file is corrupt (truncated, not a zip, an
     array that needs pickle) or holds another key or file layout; the caller then
-    recomputes and :func:`save` replaces the file. ``cache_dir=None``: always ``None``.
+    recomputes and :func:`save` replaces the file. A load counts as a use of the result.
+    ``cache_dir=None``: always ``None``.
     """
     if cache_dir is None:
         return None
     path = cache_path(key, cache_dir)
     try:
-        with np.load(path, allow_pickle=False) as file:
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as file:
             arrays = {name: file[name] for name in file.files}
+        os.utime(path)  # the least recently used results go first
     except FileNotFoundError:
         return None
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
-        warnings.warn(f"ignoring the unreadable cache file {path}: {error}", stacklevel=2)
+        logg.warning(f"ignoring the unreadable cache file {path}: {error}")
         return None
     stored_key, layout = arrays.pop(_KEY, None), arrays.pop(_LAYOUT_NAME, None)
     if stored_key is None or str(stored_key) != key or layout is None or int(layout) != _LAYOUT:
-        warnings.warn(f"ignoring the cache file {path}: it holds another result", stacklevel=2)
+        logg.warning(f"ignoring the cache file {path}: it holds another result")
         return None
     return arrays
 
@@ -211,6 +227,55 @@ def _payload(key: str, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray
             raise TypeError(f"cannot cache the object array {name!r} (it would need pickle)")
         payload[name] = array
     return payload
+
+
+# --------------------------------------------------------------------------------------------
+# What is stored: ``geneverse cache info`` and ``clear``
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """One stored result: its file, its size in bytes and when it was last used."""
+
+    path: Path
+    size: int
+    used: float
+
+
+def stored_results(cache_dir: str | os.PathLike) -> list[StoredResult]:
+    """The results stored in ``cache_dir`` (none when it does not exist)."""
+    found = []
+    for path in Path(cache_dir).glob(f"*{_SUFFIX}"):
+        try:
+            status = path.stat()
+        except FileNotFoundError:  # removed meanwhile
+            continue
+        found.append(StoredResult(path, status.st_size, status.st_mtime))
+    return found
+
+
+def clear(cache_dir: str | os.PathLike) -> int:
+    """Remove every stored result (and unfinished writes); the number of results removed."""
+    cache_dir = Path(cache_dir)
+    if not cache_dir.is_dir():
+        return 0
+    with FileLock(cache_dir / ".lock", timeout=_LOCK_SECONDS):
+        results = stored_results(cache_dir)
+        for entry in results:
+            entry.path.unlink(missing_ok=True)
+        for leftover in (cache_dir / _INCOMING).glob("*.tmp"):
+            leftover.unlink(missing_ok=True)
+    return len(results)
+
+
+def _mebibytes(n_bytes: float) -> str:
+    return f"{n_bytes / 2**20:,.1f} MiB"
+
+
+# --------------------------------------------------------------------------------------------
+# Sparse matrices as plain arrays
+# --------------------------------------------------------------------------------------------
 
 
 def sparse_arrays(name: str, matrix: sparse.spmatrix | sparse.sparray) -> dict[str, np.ndarray]:

@@ -6,6 +6,9 @@ import numpy as np
 import psutil
 
 from ...kernels import BinnedGenes, Kernel
+from ._options import Options
+from ._plan import GenePlan
+from ._store import dense_in_var_space
 
 _GB = 1024**3
 
@@ -14,24 +17,30 @@ def _gigabytes(n_bytes: float) -> str:
     return f"{n_bytes / _GB:.2g} GB"
 
 
-def dense_output_bytes(n_vars: int, n_outputs: int = 1) -> int:
-    """Bytes of ``n_outputs`` dense ``float32`` genes × genes matrices, plus one to build."""
-    return 4 * n_vars * n_vars * (n_outputs + 1)
+def output_bytes(n_vars: int, n_used: int, n_outputs: int) -> int:
+    """Bytes of ``n_outputs`` dense genes × genes results of ``n_used`` genes stored among
+    ``n_vars`` (dense or sparse, as :func:`~._store.dense_in_var_space`), plus one to build."""
+    used = 4 * n_used * n_used
+    stored = 4 * n_vars * n_vars if dense_in_var_space(n_vars, n_used) else 12 * n_used * n_used
+    return n_outputs * (used + stored) if n_used != n_vars else (n_outputs + 1) * used
 
 
-def check_dense_fits(n_vars: int, n_outputs: int = 1) -> None:
-    """Refuse, before allocating, a dense output larger than the memory available.
+def check_output_fits(n_vars: int, plan: GenePlan, options: Options, n_groups: int) -> None:
+    """Refuse, before allocating, dense outputs larger than the memory available.
 
     Raises
     ------
     MemoryError
         With the estimate, and ``top_k`` as the way out.
     """
-    needed = dense_output_bytes(n_vars, n_outputs)
+    if options.top_k is not None or plan.in_against is not None:
+        return
+    n_outputs = n_groups * (3 if options.tests else 1)
+    needed = output_bytes(n_vars, plan.n_genes, n_outputs)
     available = psutil.virtual_memory().available
     if needed > available:
         raise MemoryError(
-            f"The dense MI matrix of {n_vars} genes needs about {_gigabytes(needed)}, but "
+            f"The dense results of {plan.n_genes} genes need about {_gigabytes(needed)}, but "
             f"only {_gigabytes(available)} of memory is available. Pass top_k=50 to keep "
             "each gene's 50 strongest partners as a sparse matrix, or select fewer genes "
             "with genes=... (for example 'highly_variable')."

@@ -1,10 +1,10 @@
-"""GeneVector's other co-expression targets, between all genes, without densifying X.
+"""GeneVector's other co-expression measures, block by block, without densifying X.
 
-Each measure takes a cells × genes scipy sparse matrix (CSR or CSC; a dense array is
-accepted too) of values ``>= 0`` and returns a dense ``(G, G)`` ``float64`` matrix: only the
-gene × gene outputs are ever dense. Everything comes from two sparse Gram matrices,
-``X.T @ X`` and ``B.T @ B`` with ``B`` the binary pattern of ``X``, and the column sums:
-work ``O(sum over cells of nnz(cell)^2)`` and memory ``O(nnz + G^2)``.
+A :class:`MeasureScorer` takes the used genes' values (cells × genes, canonical CSC, values
+``>= 0``) and scores blocks of gene pairs like a kernel does, so that every output option
+(``top_k``, ``against``, ``groupby``, the cache) works for every measure. Everything comes
+from sparse Gram products ``X_I.T @ X_J`` of the block's genes and per-gene sums: work
+``O(sum over cells of nnz(cell)^2)``, memory one block.
 
 Conventions (the same for every measure, like ``varp["gv_mi"]``):
 
@@ -18,123 +18,103 @@ Conventions (the same for every measure, like ``varp["gv_mi"]``):
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Literal
-
 import numpy as np
 from scipy import sparse
 
-from ..._data._binning import varying_genes
+from ..._data._binning import sign_constants, varying_genes
+from ..._utils import COSINE, JACCARD, PEARSON, SPEARMAN, Method
+from ...kernels import PairScores
 
-Measure = Literal["pearson", "spearman", "jaccard", "cosine"]
-Matrix = sparse.spmatrix | sparse.sparray | np.ndarray
-
-
-def pearson(X: Matrix) -> np.ndarray:
-    """Pearson correlation of every pair of genes (columns) over all cells.
-
-    ``r_ij = C_ij / sqrt(C_ii C_jj)`` with the co-scatter ``C = X.T X - s s.T / N`` from the
-    sparse Gram matrix ``X.T X`` and the column sums ``s`` (``N`` cells). In float64; the
-    cancellation in ``C`` costs about ``eps * mean^2 / variance`` of relative accuracy,
-    negligible for expression data. Constant genes: 0; diagonal: 0.
-    """
-    csc = _checked_csc(X)
-    return _pearson_of(csc, varying_genes(csc))
+#: Entries of a block's dense temporaries held at once.
+_BLOCK_ENTRIES = 1 << 22
 
 
-def spearman(X: Matrix) -> np.ndarray:
-    """Spearman correlation of every pair of genes: Pearson of their ranks, ties averaged.
+class MeasureScorer:
+    """Scores blocks of gene pairs with one of the measures (the interface of a kernel)."""
 
-    The ranks come in sparse pieces. In a gene with ``z`` nonzero values among ``N``
-    cells, all ``N - z`` zeros are tied at the lowest ranks and share the average rank
-    ``r0 = (N - z + 1) / 2``; a nonzero value gets ``N - z`` plus its average rank among
-    the nonzero values. So the rank column is ``r0`` everywhere plus a sparse correction
-    ``D`` (``rank - r0``, stored where ``X`` is). A column constant does not change a
-    Pearson correlation, hence ``spearman(X) = pearson(D)``, with ``D`` as sparse as ``X``.
-    Equals ``scipy.stats.spearmanr`` (which ranks with ties averaged). Constant genes: 0;
-    diagonal: 0.
-    """
-    csc = _checked_csc(X)
-    return _pearson_of(_rank_offsets(csc), varying_genes(csc))
+    def __init__(self, matrix: sparse.csc_matrix, method: Method) -> None:
+        self.method = method
+        self.n_genes = matrix.shape[1]
+        n_cells = matrix.shape[0]
+        if method in (PEARSON, SPEARMAN):
+            values = matrix if method == PEARSON else _rank_offsets(matrix)
+            values = _shifted_and_scaled(values)
+            self._sums = np.asarray(values.sum(axis=0), dtype=np.float64).ravel()
+            gram_diagonal = np.asarray(values.multiply(values).sum(axis=0)).ravel()
+            scatter = np.maximum(gram_diagonal - self._sums * self._sums / max(n_cells, 1), 0.0)
+            defined = varying_genes(matrix)
+            self._spread = np.where(defined, np.sqrt(scatter), 0.0)
+            self._n_cells = n_cells
+        elif method == COSINE:
+            values = matrix.astype(np.float64)
+            self._norms = np.sqrt(np.asarray(values.multiply(values).sum(axis=0)).ravel())
+        elif method == JACCARD:
+            values = sparse.csc_matrix(
+                (np.ones(matrix.nnz), matrix.indices, matrix.indptr), shape=matrix.shape
+            )
+            self._sizes = np.diff(matrix.indptr).astype(np.float64)
+        else:
+            raise ValueError(f"method={method!r} has no measure scorer.")
+        self._by_gene = values.T.tocsr()
+        self._by_cell = values.tocsr()
 
+    @property
+    def preferred_block_rows(self) -> int:
+        return max(1, _BLOCK_ENTRIES // max(self.n_genes, 1))
 
-def cosine(X: Matrix) -> np.ndarray:
-    """Cosine similarity of every pair of genes: ``x_i . x_j / (|x_i| |x_j|)``.
-
-    From the sparse Gram matrix (its diagonal gives the norms). All-zero genes: 0;
-    diagonal: 0 (as GeneVector).
-    """
-    csc = _checked_csc(X)
-    gram = _gram(csc)
-    norms = np.sqrt(np.diag(gram))
-    return _normalised(gram, np.outer(norms, norms))
-
-
-def jaccard(X: Matrix) -> np.ndarray:
-    """Jaccard index of the genes' sets of expressing cells (``value > 0``).
-
-    ``|A ∩ B| / |A ∪ B|`` with the intersections from the binary Gram matrix ``B.T B``
-    and ``|A ∪ B| = |A| + |B| - |A ∩ B|``. Two genes expressed nowhere: 0; diagonal: 0
-    (as GeneVector).
-    """
-    csc = _checked_csc(X)
-    binary = sparse.csc_matrix((np.ones(csc.nnz), csc.indices, csc.indptr), shape=csc.shape)
-    intersection = _gram(binary)
-    size = np.diag(intersection)
-    return _normalised(intersection, size[:, None] + size[None, :] - intersection)
-
-
-#: ``method`` name → measure, for ``tl.coexpression(method=...)`` (``"mi"`` is the kernels').
-MEASURES: dict[str, Callable[[Matrix], np.ndarray]] = {
-    "pearson": pearson,
-    "spearman": spearman,
-    "jaccard": jaccard,
-    "cosine": cosine,
-}
-
-
-def _checked_csc(X: Matrix) -> sparse.csc_matrix:
-    """A float64 CSC copy of ``X`` without explicit zeros or duplicates; values checked."""
-    csc = sparse.csc_matrix(X, dtype=np.float64, copy=True)
-    csc.sum_duplicates()
-    if not np.all(np.isfinite(csc.data)) or np.any(csc.data < 0):
-        raise ValueError(
-            "the co-expression measures need finite values >= 0 (counts or log-normalized "
-            "values), not negative, NaN or infinite ones"
-        )
-    csc.eliminate_zeros()
-    return csc
+    def scores(self, start: int, stop: int, first_column: int | None = None) -> PairScores:
+        """The measure of genes ``start:stop`` against genes ``first_column:`` (see
+        :meth:`geneverse.kernels.Kernel.scores`)."""
+        first = start if first_column is None else first_column
+        gram = (self._by_gene[start:stop] @ self._by_cell[:, first:]).toarray()
+        rows, cols = slice(start, stop), slice(first, None)
+        if self.method in (PEARSON, SPEARMAN):
+            sums_i, sums_j = self._sums[rows, None], self._sums[None, cols]
+            numerator = gram - sums_i * sums_j / max(self._n_cells, 1)
+            denominator = self._spread[rows, None] * self._spread[None, cols]
+            values = np.clip(_divided(numerator, denominator), -1.0, 1.0)
+        elif self.method == COSINE:
+            values = _divided(gram, self._norms[rows, None] * self._norms[None, cols])
+        else:
+            union = self._sizes[rows, None] + self._sizes[None, cols] - gram
+            values = _divided(gram, union)
+        if first == start:
+            np.fill_diagonal(values[:, : stop - start], 0.0)
+        return PairScores(mi=(values + 0.0).astype(np.float32))
 
 
-def _gram(csc: sparse.csc_matrix) -> np.ndarray:
-    """``X.T @ X``, a sparse product, made dense only at ``(G, G)``."""
-    return np.asarray((csc.T @ csc).toarray(), dtype=np.float64)
+def _divided(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``numerator / denominator``, 0 where the denominator is 0."""
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
 
 
-def _normalised(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """``numerator / denominator``, 0 where the denominator is 0, diagonal 0."""
-    out = np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
-    np.fill_diagonal(out, 0.0)
-    return out
-
-
-def _pearson_of(csc: sparse.csc_matrix, defined: np.ndarray) -> np.ndarray:
-    """Pearson correlations of the columns of ``csc``; pairs with a gene not ``defined``: 0."""
-    n_cells = csc.shape[0]
-    sums = np.asarray(csc.sum(axis=0), dtype=np.float64).ravel()
-    scatter = _gram(csc) - np.outer(sums, sums) / max(n_cells, 1)
-    spread = np.sqrt(np.where(defined, np.maximum(np.diag(scatter), 0.0), 0.0))
-    scale = np.outer(spread, spread)
-    scale[~(defined[:, None] & defined[None, :])] = 0.0
-    return np.clip(_normalised(scatter, scale), -1.0, 1.0)
+def _shifted_and_scaled(matrix: sparse.csc_matrix) -> sparse.csc_matrix:
+    """The values as sign values: genes expressed in every cell centred, every gene scaled
+    by a power of two (a correlation does not change; its computation no longer cancels)."""
+    n_cells = matrix.shape[0]
+    n_expressed = np.diff(matrix.indptr)
+    data = matrix.data.astype(np.float64)
+    genes = np.repeat(np.arange(matrix.shape[1]), n_expressed)
+    sums = np.bincount(genes, weights=data, minlength=matrix.shape[1])
+    highest = np.zeros(matrix.shape[1])
+    lowest = np.full(matrix.shape[1], np.inf)
+    np.maximum.at(highest, genes, data)
+    np.minimum.at(lowest, genes, data)
+    lowest[n_expressed == 0] = 0.0
+    shift, scale = sign_constants(n_expressed, sums, lowest, highest, n_cells)
+    values = (data - shift[genes]) * scale[genes]
+    return sparse.csc_matrix((values, matrix.indices, matrix.indptr), shape=matrix.shape)
 
 
 def _rank_offsets(csc: sparse.csc_matrix) -> sparse.csc_matrix:
     """``D``: each nonzero's average rank in its gene minus the zeros' average rank.
 
-    For a gene with ``z`` nonzero values among ``N`` cells, a nonzero with average rank
-    ``p`` among the nonzero values (1-based) has rank ``N - z + p`` and the zeros
-    ``(N - z + 1) / 2``, so ``D = p + (N - z - 1) / 2 > 0``.
+    The ranks come in sparse pieces: in a gene with ``z`` nonzero values among ``N``
+    cells, all ``N - z`` zeros are tied at the lowest ranks and share the average rank
+    ``(N - z + 1) / 2``; a nonzero value with average rank ``p`` among the nonzero values
+    (1-based, ties averaged) has rank ``N - z + p``. A column constant does not change a
+    Pearson correlation, so Spearman's correlation is Pearson's of ``D = p + (N - z - 1)
+    / 2 > 0``, which is as sparse as X (the ranks of ``scipy.stats.spearmanr``).
     """
     n_cells, n_genes = csc.shape
     expressed = np.diff(csc.indptr)

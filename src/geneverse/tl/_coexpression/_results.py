@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from scipy import sparse
 
 from ... import _logging as logg
@@ -54,32 +54,34 @@ class GroupResult:
         return cls(bins=bins, n_bins=n_bins, scores=scores)
 
 
-#: Parameters that change where results are stored or how fast, not what they are.
-_NOT_IN_KEY = ("cache", "n_jobs")
+def combined_digest(digests: list[str]) -> str:
+    """One digest of the chunks' digests, in the order of the cells."""
+    return hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
 
 def cached(
     compute: Callable[[], list[GroupResult]],
-    matrix: sparse.csc_matrix,
-    gene_names: pd.Index,
-    groups: Sequence[Any],
-    params: dict[str, Any],
+    data_digest: str,
+    key_parts: dict[str, Any],
+    use_cache: bool,
 ) -> list[GroupResult]:
     """``compute()``, or the stored result of an identical earlier call.
 
-    The key hashes the values of the used genes, their names, every parameter that
-    changes the result, the cells of each group and the package version.
+    The key is the digest of the values (canonical: equal matrices give equal digests), of
+    ``key_parts`` (genes, pairs, cells, groups and every parameter that changes the
+    result) and of the package version.
     """
-    key_params = {name: value for name, value in params.items() if name not in _NOT_IN_KEY}
-    key_params["groups"] = [(group.name, group.cells) for group in groups]
-    key = _cache.cache_key(matrix, list(gene_names), key_params)
+    if not use_cache:
+        return compute()
+    key = _cache.cache_key(data_digest, key_parts)
+    n_groups = len(key_parts["groups"])
     stored = _cache.load(key, cache_dir=settings.cache_dir)
     if stored is not None:
         logg.info(f"    loaded from the cache ({settings.cache_dir})")
-        return [GroupResult.from_arrays(f"g{i}_", stored) for i in range(len(groups))]
+        return [GroupResult.from_arrays(f"g{i}_", stored) for i in range(n_groups)]
     results = compute()
     arrays: dict[str, np.ndarray] = {}
     for i, result in enumerate(results):
         arrays |= result.to_arrays(f"g{i}_")
-    _cache.save(key, arrays, cache_dir=settings.cache_dir)
+    _cache.save(key, arrays, cache_dir=settings.cache_dir, max_bytes=settings.cache_max_bytes)
     return results

@@ -1,9 +1,5 @@
-"""What each pair's counts become: the MI (estimator, zeros), its sign, its p-value.
-
-The default score (plug-in MI over the cells expressing either gene, GeneVector's) is
-finished by the kernel itself; any other choice finishes the kernel's counts with
-:mod:`geneverse._statistics`, the same for every backend.
-"""
+"""From the user's scoring choices to the kernel's, and from the kernel's scores to the
+stored ones: the MI, and the p-values and q-values of a test."""
 
 from __future__ import annotations
 
@@ -14,78 +10,41 @@ import numpy as np
 from scipy import sparse
 
 from ... import _logging as logg
-from ...kernels import CountBlock, Kernel
-from ._statistics import (
-    ESTIMATORS,
-    ZEROS,
-    bh_qvalues_matrix,
-    bh_qvalues_sparse,
-    block_statistics,
-)
+from ..._utils import INCLUDE, MILLER_MADOW, Estimator, Zeros
+from ...kernels import Kernel, Scoring
+from ._statistics import bh_qvalues_matrix, bh_qvalues_sparse, g_test_pvalues
 
-#: One row block: its first row, the MI and (when asked for) the p-values.
-ScoredBlock = tuple[int, np.ndarray, np.ndarray | None]
+
+def kernel_scoring(*, signed: bool, zeros: Zeros, estimator: Estimator, g_test: bool) -> Scoring:
+    """The kernels' :class:`~geneverse.kernels.Scoring` of the user's (checked) choices."""
+    return Scoring(
+        signed=signed,
+        include_zeros=zeros == INCLUDE,
+        miller_madow=estimator == MILLER_MADOW,
+        g_test=g_test,
+    )
 
 
 @dataclass(frozen=True)
-class Scoring:
-    """The choices that turn counts into scores."""
+class ScoredBlock:
+    """Rows ``start:start + len(mi)`` against the columns from ``start``: the MI and, with a
+    test, the p-values (``float32``, 1 on the diagonal)."""
 
-    estimator: str = "plugin"
-    zeros: str = "exclude"
-    pvals: bool = False
-    n_permutations: int = 0
-
-    def __post_init__(self) -> None:
-        for name, value, allowed in (
-            ("estimator", self.estimator, ESTIMATORS),
-            ("zeros", self.zeros, ZEROS),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{name}={value!r} is not known; use one of {list(allowed)}.")
-        if isinstance(self.n_permutations, bool) or not isinstance(self.n_permutations, int):
-            raise TypeError(f"n_permutations must be a whole number, not {self.n_permutations!r}.")
-        if self.n_permutations < 0:
-            raise ValueError("n_permutations must be 0 (no permutation null) or more.")
-
-    @property
-    def by_kernel(self) -> bool:
-        """The kernel's own fused finish gives this score (GeneVector's, no G-test)."""
-        return self.estimator == "plugin" and self.zeros == "exclude" and not self.g_test
-
-    @property
-    def g_test(self) -> bool:
-        """p-values from the G-test (``pvals=True`` without a permutation null)."""
-        return self.pvals and self.n_permutations == 0
+    start: int
+    mi: np.ndarray
+    pvalues: np.ndarray | None
 
 
-def score_block(finisher: Kernel, start: int, counts: CountBlock, scoring: Scoring) -> ScoredBlock:
-    """Score the counts of a row block with the marginals of ``finisher``'s data."""
-    if scoring.by_kernel:
-        return start, finisher.finish_block(start, counts), None
-    stats = block_statistics(
-        counts,
-        finisher.data,
-        start,
-        signed=finisher.signed,
-        estimator=scoring.estimator,
-        zeros=scoring.zeros,
-        pvalues=scoring.g_test,
-    )
-    pvalues = None if stats.pvalues is None else stats.pvalues.astype(np.float32)
-    return start, stats.mi.astype(np.float32), pvalues
-
-
-def scored_row_blocks(kernel: Kernel, n_rows: int, scoring: Scoring) -> Iterator[ScoredBlock]:
-    """The kernel's row blocks over the first ``n_rows`` genes, scored."""
+def scored_row_blocks(kernel: Kernel, n_rows: int) -> Iterator[ScoredBlock]:
+    """The kernel's row blocks over the first ``n_rows`` genes, with their p-values."""
     step = max(1, kernel.preferred_block_rows)
     starts = range(0, n_rows, step)
     for start in logg.progress(starts, total=len(starts), description="gene blocks"):
-        stop = min(n_rows, start + step)
-        if scoring.by_kernel:
-            yield start, kernel.row_block(start, stop), None
-        else:
-            yield score_block(kernel, start, kernel.count_block(start, stop), scoring)
+        scores = kernel.scores(start, min(n_rows, start + step))
+        pvalues = None
+        if scores.statistic is not None:
+            pvalues = g_test_pvalues(scores.statistic, scores.dof)
+        yield ScoredBlock(start, scores.mi, pvalues)
 
 
 def qvalues(pvalues: np.ndarray | sparse.csr_matrix, tested: np.ndarray | None, n_genes: int):

@@ -1,0 +1,163 @@
+"""The runs: each group of cells' data, scored block by block and assembled.
+
+In memory, the used genes' values are read once (canonical, validated) and every group's
+cells are binned on their own; read chunk by chunk (Dask, backed), pass 1 gives each
+group's exact edges and pass 2 its compact bins, and counting then runs as in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+
+from ... import _logging as logg
+from ..._data._binned import BinnedGenes
+from ..._data._binning import GeneBins, ValueRuns, bin_genes
+from ..._data._chunked import ChunkSource, chunked_entries
+from ..._utils import MI, Method
+from ...kernels import Kernel, Scoring
+from ._assemble import Assembler, DenseAssembler, SparseAssembler, TopKAssembler
+from ._estimate import estimate_run
+from ._measures import MeasureScorer
+from ._plan import GenePlan, Group
+from ._results import GroupResult
+from ._scoring import ScoredBlock, qvalues, scored_row_blocks
+from ._statistics import permutation_pvalues, shuffle_cells
+
+
+@dataclass(frozen=True)
+class Computation:
+    """What to compute for each group of cells: the method, the pairs and the options."""
+
+    method: Method
+    plan: GenePlan
+    top_k: int | None
+    n_bins: int
+    scoring: Scoring
+    n_permutations: int
+    seed: int | None
+    kernel_class: type[Kernel] | None
+    n_jobs: int
+    device: str | None
+
+    def kernel(self, data: BinnedGenes, scoring: Scoring | None = None) -> Kernel:
+        """The MI kernel of ``data``."""
+        assert self.kernel_class is not None
+        return self.kernel_class(
+            data, scoring or self.scoring, n_jobs=self.n_jobs, device=self.device
+        )
+
+    def scores_of(self, scorer: Any) -> tuple[Any, Any]:
+        """The assembled scores (and p-values) of every wanted pair, from ``scorer``'s blocks."""
+        return assemble(scored_row_blocks(scorer, self.plan.n_rows), self.plan, self.top_k)
+
+
+def run_in_memory(
+    matrix: sparse.csc_matrix, groups: list[Group], computation: Computation
+) -> list[GroupResult]:
+    """Each group's result from the used genes' values of all cells (``matrix``)."""
+    results = []
+    for group in groups:
+        cells = _rows(matrix, group.cells)
+        if computation.method != MI:
+            scores, _ = computation.scores_of(MeasureScorer(cells, computation.method))
+            results.append(GroupResult(bins=None, n_bins=None, scores={computation.method: scores}))
+        else:
+            binned = bin_genes(cells, computation.n_bins)
+            results.append(_mi_result(binned, group, computation, cells=cells))
+    return results
+
+
+def run_chunked(
+    source: ChunkSource, runs: list[ValueRuns], groups: list[Group], computation: Computation
+) -> list[GroupResult]:
+    """Pass 2 of chunked data: each group's compact bins, then counting as in memory.
+
+    ``runs`` are pass 1's merged value runs of each group.
+    """
+    genes = [
+        GeneBins.of_runs(group_runs, group.cells.size, computation.n_bins)
+        for group_runs, group in zip(runs, groups, strict=True)
+    ]
+    logg.info(f"    binning {source.source} chunk by chunk (pass 2 of 2)")
+    entries = chunked_entries(source, genes, group_labels(groups, source.n_cells))
+    return [
+        _mi_result(group_genes.binned(group_entries), group, computation)
+        for group_genes, group_entries, group in zip(genes, entries, groups, strict=True)
+    ]
+
+
+def group_labels(groups: list[Group], n_cells: int) -> np.ndarray | None:
+    """The index of each cell's group (-1 for none); ``None`` for all cells in one group."""
+    if len(groups) == 1 and groups[0].cells.size == n_cells:
+        return None
+    labels = np.full(n_cells, -1, dtype=np.int64)
+    for k, group in enumerate(groups):
+        labels[group.cells] = k
+    return labels
+
+
+def _mi_result(
+    binned: BinnedGenes,
+    group: Group,
+    computation: Computation,
+    cells: sparse.csc_matrix | None = None,
+) -> GroupResult:
+    """A group's MI (and p-values) from its binned data; with a permutation null, from
+    shuffles of its ``cells``' values."""
+    kernel = computation.kernel(binned)
+    logg.info(estimate_run(binned, kernel, computation.plan.n_rows, group.name, computation.top_k))
+    mi, pvalues = computation.scores_of(kernel)
+    if computation.n_permutations:
+        assert cells is not None
+        pvalues = _permutation_pvalues(cells, mi, computation)
+    scores = {MI: mi}
+    if pvalues is not None:
+        tested = computation.plan.tested()
+        scores |= {"pvals": pvalues, "qvals": qvalues(pvalues, tested, mi.shape[0])}
+    bins = sparse.csr_matrix(
+        (binned.bins, binned.genes, binned.indptr), shape=(binned.n_cells, binned.n_genes)
+    )
+    return GroupResult(bins=bins, n_bins=binned.n_bins, scores=scores)
+
+
+def _rows(matrix: sparse.csc_matrix, cells: np.ndarray) -> sparse.csc_matrix:
+    return matrix if cells.size == matrix.shape[0] else matrix[cells]
+
+
+def _permutation_pvalues(
+    cells: sparse.csc_matrix, observed: np.ndarray, computation: Computation
+) -> np.ndarray:
+    """``(1 + b) / (1 + P)``: ``b`` shuffles of each gene's cells with ``|MI| >= |observed|``."""
+    rng = np.random.default_rng(computation.seed)
+    exceed = np.zeros(observed.shape, dtype=np.int32)
+    plain = replace(computation.scoring, g_test=False)
+    n = computation.n_permutations
+    for _ in logg.progress(range(n), total=n, description="permutations"):
+        kernel = computation.kernel(bin_genes(shuffle_cells(cells, rng), computation.n_bins), plain)
+        null, _ = computation.scores_of(kernel)
+        exceed += np.abs(null) >= np.abs(observed)
+    return permutation_pvalues(exceed, n).astype(np.float32)
+
+
+def assemble(blocks: Iterable[ScoredBlock], plan: GenePlan, top_k: int | None):
+    """The symmetric matrix of the plan's genes (and the p-values') from row blocks."""
+    assembler: Assembler
+    if top_k is not None:
+        assembler = TopKAssembler(plan.n_genes, top_k)
+    elif plan.in_against is not None:
+        assembler = SparseAssembler(plan.n_genes)
+    else:
+        assembler = DenseAssembler(plan.n_genes)
+    for block in blocks:
+        mi, pvalues = block.mi, block.pvalues
+        wanted = plan.pair_mask(block.start, block.start + mi.shape[0])
+        if wanted is not None:
+            mi = np.where(wanted, mi, 0)
+            pvalues = None if pvalues is None else np.where(wanted, pvalues, 0)
+        assembler.add(block.start, mi, pvalues)
+    return assembler.result()
