@@ -71,6 +71,17 @@ def gene_position(adata: AnnData, gene: Any, *, what: str = "gene") -> int:
     return int(gene_positions(adata, [gene], what=what)[0])
 
 
+def symbols_column(adata: AnnData, gene_symbols: str) -> pd.Series:
+    """``adata.var[gene_symbols]`` as strings: the gene names to show and look up."""
+    if gene_symbols not in adata.var.columns:
+        raise ValueError(
+            f"gene_symbols={gene_symbols!r} is not a column of adata.var (columns: "
+            f"{list(adata.var.columns)}); name the column that holds the gene symbols, "
+            "such as 'feature_name' in CELLxGENE files."
+        )
+    return adata.var[gene_symbols].astype(str)
+
+
 def boolean_column(adata: AnnData, column: str, *, what: str = "genes") -> np.ndarray:
     """``adata.var[column]`` as a boolean mask: a bool or nullable ``"boolean"`` column."""
     if column not in adata.var.columns:
@@ -135,14 +146,8 @@ def _named(adata: AnnData, names: np.ndarray, gene_symbols: str | None, what: st
     """Positions of ``names`` in ``var_names``, else in ``var[gene_symbols]``."""
     positions = _lookup(adata.var_names, names, "adata.var_names", what)
     if gene_symbols is not None:
-        if gene_symbols not in adata.var.columns:
-            raise ValueError(
-                f"gene_symbols={gene_symbols!r} is not a column of adata.var (columns: "
-                f"{list(adata.var.columns)}); name the column that holds the gene symbols, "
-                "such as 'feature_name' in CELLxGENE files."
-            )
         missing = positions < 0
-        symbols = pd.Index(adata.var[gene_symbols].astype(str))
+        symbols = pd.Index(symbols_column(adata, gene_symbols))
         where = f"adata.var[{gene_symbols!r}]"
         positions[missing] = _lookup(symbols, names[missing], where, what, first=True)
     missing = names[positions < 0]

@@ -7,6 +7,9 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from .._data._genes import gene_position
+from .._utils import MI, check_whole_number
+
 #: Entries of the MI matrix read at once when scanning it (about 16 MB of float32).
 _BLOCK_ENTRIES = 1 << 22
 
@@ -24,7 +27,7 @@ def mi_matrix(
     if not isinstance(key, str) or not key:
         raise ValueError(f"key must be the key_added of gv.tl.coexpression, not {key!r}.")
     groups = _groups(adata, key)
-    name = f"{key}_mi" if group is None else f"{key}_mi_{str(group).replace('/', '_')}"
+    name = f"{key}_{MI}" if group is None else f"{key}_{MI}_{_group_key(adata, key, group)}"
     if name in adata.varp:
         return adata.varp[name]
     if group is None and groups:
@@ -43,6 +46,18 @@ def mi_matrix(
     )
 
 
+def _group_key(adata: AnnData, key: str, group: str) -> str:
+    """The key suffix of a group's results (``uns[key]["group_keys"]``)."""
+    uns = adata.uns.get(key, {})
+    names, suffixes = uns.get("groups"), uns.get("group_keys")
+    if names is None or suffixes is None:
+        return str(group).replace("/", "_")
+    by_name = dict(
+        zip(np.asarray(names).astype(str), np.asarray(suffixes).astype(str), strict=True)
+    )
+    return by_name.get(str(group), str(group))
+
+
 def _groups(adata: AnnData, key: str) -> list[str]:
     """The ``groupby`` categories of the run under ``key`` (none without groupby)."""
     uns = adata.uns.get(key)
@@ -59,22 +74,15 @@ def used_genes(adata: AnnData, key: str = "gv") -> np.ndarray:
     return np.flatnonzero(adata.var[column].to_numpy(dtype=bool))
 
 
-def gene_position(adata: AnnData, gene: str, key: str = "gv") -> int:
+def used_gene_position(adata: AnnData, gene: str, key: str = "gv") -> int:
     """Position of ``gene`` in ``adata.var_names``; an error if unknown or not used for MI."""
-    if not isinstance(gene, str):
-        raise TypeError(f"gene must be one gene name (a string), not {gene!r}.")
-    position = adata.var_names.get_indexer([gene])[0]
-    if position < 0:
-        raise ValueError(
-            f"Gene {gene!r} is not in adata.var_names. Check the spelling, and whether the "
-            "names are Ensembl IDs or gene symbols (e.g. adata.var['feature_name'])."
-        )
+    position = gene_position(adata, gene)
     if position not in set(used_genes(adata, key)):
         raise ValueError(
             f"Gene {gene!r} was not part of the MI computation (adata.var['{key}_used'] is "
             "False), so it has no MI; rerun gv.tl.coexpression with it included."
         )
-    return int(position)
+    return position
 
 
 def strongest_abs_mi(mi: np.ndarray | sparse.spmatrix) -> np.ndarray:
@@ -145,7 +153,7 @@ def mi_pairs(
     mi = mi_matrix(adata, key, group)
     used = used_genes(adata, key)
     if gene is not None:
-        rows, cols, values = _pairs_of_gene(mi, used, gene_position(adata, gene, key), n)
+        rows, cols, values = _pairs_of_gene(mi, used, used_gene_position(adata, gene, key), n)
     elif sparse.issparse(mi):
         rows, cols, values = _top_pairs_sparse(mi, used, n)
     else:
@@ -157,11 +165,7 @@ def mi_pairs(
 
 
 def _check_n(n: int | None) -> int | None:
-    if n is None:
-        return None
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
-        raise ValueError(f"n must be a number of pairs (0 or more) or None for all, not {n!r}.")
-    return int(n)
+    return None if n is None else check_whole_number("n", n, minimum=0, what="pairs")
 
 
 def _ranked(

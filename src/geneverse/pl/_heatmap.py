@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 from scipy.cluster import hierarchy
 
+from .._data._genes import gene_positions, symbols_column
+from .._utils import check_whole_number
 from ..get._pairs import mi_matrix, strongest_abs_mi, used_genes
 
 if TYPE_CHECKING:
@@ -149,91 +150,20 @@ def _select(
 ) -> tuple[np.ndarray, str]:
     """Positions (in ``adata.var_names``) of the genes to show, and the plot's title."""
     if gene_symbols is not None:
-        _symbol_column(adata, gene_symbols)
+        symbols_column(adata, gene_symbols)
     if genes is None or isinstance(genes, str):
-        _check_n_genes(n_genes)
+        check_whole_number("n_genes", n_genes, minimum=1, what="genes to show")
         candidates = used_genes(adata, key)
         what = "genes"
         if isinstance(genes, str):
-            candidates = np.intersect1d(candidates, _column_positions(adata, genes, key))
+            candidates = np.intersect1d(candidates, gene_positions(adata, genes))
             what = f"{genes} genes"
         score = strongest_abs_mi(mi)[candidates]
         chosen = candidates[np.argsort(-score, kind="stable")[:n_genes]]
         return chosen, f"Signed MI of the {chosen.size} {what} with the strongest pairs"
-    positions = _named_positions(adata, genes, gene_symbols)
+    positions = gene_positions(adata, genes, gene_symbols=gene_symbols)
     _check_used(adata, positions, key, gene_symbols)
     return positions, f"Signed MI of {positions.size} genes"
-
-
-def _check_n_genes(n_genes: int) -> None:
-    if isinstance(n_genes, bool) or not isinstance(n_genes, int | np.integer) or n_genes < 1:
-        raise ValueError(f"n_genes must be a number of genes to show (1 or more), not {n_genes!r}.")
-
-
-def _column_positions(adata: AnnData, column: str, key: str) -> np.ndarray:
-    """Genes marked ``True`` in the boolean ``adata.var[column]``."""
-    if column not in adata.var.columns:
-        hint = (
-            f" To show the gene {column!r}, pass a list: genes=[{column!r}, ...]."
-            if column in adata.var_names
-            else ""
-        )
-        raise ValueError(
-            f"genes={column!r} is not a column of adata.var. Pass a list of gene names, or "
-            f"the name of a boolean column such as 'highly_variable'.{hint}"
-        )
-    values = adata.var[column]
-    if values.dtype != bool:
-        raise ValueError(
-            f"adata.var[{column!r}] holds {values.dtype} values; genes= needs a boolean "
-            "column (True for the genes to show), or a list of gene names."
-        )
-    return np.flatnonzero(values.to_numpy())
-
-
-def _symbol_column(adata: AnnData, gene_symbols: str) -> pd.Series:
-    if gene_symbols not in adata.var.columns:
-        raise ValueError(
-            f"gene_symbols={gene_symbols!r} is not a column of adata.var (columns: "
-            f"{list(adata.var.columns)}); name the column that holds the gene symbols, "
-            "such as 'feature_name' in CELLxGENE files."
-        )
-    return adata.var[gene_symbols].astype(str)
-
-
-def _named_positions(adata: AnnData, genes: Sequence[str], gene_symbols: str | None) -> np.ndarray:
-    """Positions of the named genes, in the given order, each once."""
-    if np.asarray(genes).dtype == bool:
-        raise ValueError(
-            "genes is a boolean mask; pass a list of gene names, or the name of a boolean "
-            "adata.var column (store the mask there first: adata.var['show'] = mask)."
-        )
-    names = pd.unique(pd.Index(np.asarray(genes, dtype=object).ravel()).astype(str))
-    if names.size == 0:
-        raise ValueError("genes is an empty list; name at least one gene, or pass genes=None.")
-    positions = pd.Index(adata.var_names).get_indexer(names)
-    if gene_symbols is not None:
-        symbols = _symbol_column(adata, gene_symbols)
-        first = pd.Series(np.arange(adata.n_vars), index=symbols.to_numpy())
-        first = first[~first.index.duplicated()]
-        by_symbol = first.reindex(names).fillna(-1).to_numpy(dtype=np.intp)
-        positions = np.where(positions >= 0, positions, by_symbol)
-    missing = names[positions < 0]
-    if missing.size:
-        where = "adata.var_names" + (
-            f" or adata.var[{gene_symbols!r}]" if gene_symbols is not None else ""
-        )
-        hint = (
-            " If the names are gene symbols of data indexed by Ensembl IDs, pass "
-            "gene_symbols= the var column of symbols (e.g. 'feature_name')."
-            if gene_symbols is None
-            else ""
-        )
-        raise ValueError(
-            f"{missing.size} of the requested genes are not in {where}: {_shown(missing)}. "
-            f"Check the spelling.{hint}"
-        )
-    return pd.unique(positions)
 
 
 def _check_used(adata: AnnData, positions: np.ndarray, key: str, gene_symbols: str | None) -> None:
