@@ -95,7 +95,7 @@ def oracle_table(a: np.ndarray, b: np.ndarray, na: int, nb: int, zeros: str) -> 
     return table
 
 
-def oracle_entropy(counts: np.ndarray, miller_madow: bool) -> float:
+def oracle_table_entropy(counts: np.ndarray, miller_madow: bool) -> float:
     """Plug-in entropy in bits, plus (m - 1) / (2 n ln 2) for Miller–Madow."""
     n = counts.sum()
     p = counts[counts > 0] / n
@@ -111,9 +111,9 @@ def oracle_mi(a, b, na, nb, *, estimator: str, zeros: str) -> float:
     if table.sum() == 0:
         return 0.0
     mm = estimator == "miller_madow"
-    h_a = oracle_entropy(table.sum(axis=1), mm)
-    h_b = oracle_entropy(table.sum(axis=0), mm)
-    return max(h_a + h_b - oracle_entropy(table.ravel(), mm), 0.0)
+    h_a = oracle_table_entropy(table.sum(axis=1), mm)
+    h_b = oracle_table_entropy(table.sum(axis=0), mm)
+    return max(h_a + h_b - oracle_table_entropy(table.ravel(), mm), 0.0)
 
 
 def oracle_g_test(a, b, na, nb, williams: bool = True) -> tuple[float, int, float]:

@@ -1,4 +1,4 @@
-"""gv.tl.coexpression equals the oracle, in every backend, and stores what DESIGN.md §1 says."""
+"""gv.tl.coexpression equals the oracle, in every backend, and stores what its docstring says."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import geneverse as gv
 from geneverse.kernels import unavailable_reason
 
 from conftest import BACKENDS
-from oracle import oracle_bins, oracle_signed_mi
+from oracle import oracle_bins, oracle_scores, oracle_signed_mi
 
 TOLERANCE = 1e-6
 FORMATS = {"dense": np.asarray, "csr": sparse.csr_matrix, "csc": sparse.csc_matrix}
@@ -24,7 +24,7 @@ FORMATS = {"dense": np.asarray, "csr": sparse.csr_matrix, "csc": sparse.csc_matr
 
 @st.composite
 def expression(draw) -> np.ndarray:
-    """Small cells × genes matrices with the hard cases of DESIGN.md §2.
+    """Small cells × genes matrices with the hard cases of the definition (docs/definition.md).
 
     Values are small integers or multiples of 1/4 (exact in binary, so sums are exact and
     correlations that are zero in exact arithmetic are zero). Genes include all-zero ones,
@@ -85,19 +85,59 @@ def test_every_backend_of_the_install_is_usable():
     X=expression(),
     n_bins=st.integers(1, 20),
     signed=st.booleans(),
+    estimator=st.sampled_from(["plugin", "miller_madow"]),
+    zeros=st.sampled_from(["exclude", "include"]),
+    pvals=st.booleans(),
     layout=st.sampled_from(list(FORMATS)),
     dtype=st.sampled_from(["int", "uint8", "float32", "float64"]),
 )
-def test_equals_oracle(backend, device, X, n_bins, signed, layout, dtype):
+def test_equals_oracle(backend, device, X, n_bins, signed, estimator, zeros, pvals, layout, dtype):
     X = X.astype(_dtype_for(X, dtype))
-    adata = _run(FORMATS[layout](X), backend=backend, device=device, n_bins=n_bins, signed=signed)
+    choices = {"signed": signed, "estimator": estimator, "zeros": zeros, "pvals": pvals}
+    adata = _run(FORMATS[layout](X), backend=backend, device=device, n_bins=n_bins, **choices)
 
     expected_bins, expected_n_bins = oracle_bins(X, n_bins)
     np.testing.assert_array_equal(adata.layers["gv_bins"].toarray(), expected_bins)
     np.testing.assert_array_equal(adata.var["gv_n_bins"], expected_n_bins)
     mi = adata.varp["gv_mi"]
     assert mi.dtype == np.float32
-    np.testing.assert_allclose(mi, oracle_signed_mi(X, n_bins, signed), rtol=0, atol=TOLERANCE)
+    choices.pop("signed")
+    expected_mi, expected_p = oracle_scores(X, n_bins, signed=signed, **choices)
+    np.testing.assert_allclose(mi, expected_mi, rtol=0, atol=TOLERANCE)
+    if pvals:
+        np.testing.assert_allclose(adata.varp["gv_pvals"], expected_p, rtol=1e-5, atol=1e-30)
+
+
+SCORING_CHOICES = [
+    {"signed": signed, "estimator": estimator, "zeros": zeros, "pvals": pvals}
+    for signed in (True, False)
+    for estimator in ("plugin", "miller_madow")
+    for zeros in ("exclude", "include")
+    for pvals in (False, True)
+]
+
+
+@pytest.mark.parametrize("choices", SCORING_CHOICES, ids=lambda c: "-".join(map(str, c.values())))
+def test_every_backend_gives_the_same_bits_on_pbmc68k_raw(pbmc, choices):
+    """Every scoring choice, every backend: identical MI and p-values, equal to the oracle."""
+    adata = pbmc[:, :150].copy()
+    results = {
+        backend: gv.tl.coexpression(adata, backend=backend, device=device, copy=True, **choices)
+        for backend, device in BACKENDS
+    }
+    reference = results["numpy"]
+    for backend, result in results.items():
+        np.testing.assert_array_equal(result.varp["gv_mi"], reference.varp["gv_mi"], backend)
+        if choices["pvals"]:
+            np.testing.assert_array_equal(result.varp["gv_pvals"], reference.varp["gv_pvals"])
+    signed = choices["signed"]
+    rest = {name: choices[name] for name in ("estimator", "zeros", "pvals")}
+    expected_mi, expected_p = oracle_scores(
+        adata.raw[:, adata.var_names].X, 10, signed=signed, **rest
+    )
+    np.testing.assert_allclose(reference.varp["gv_mi"], expected_mi, rtol=0, atol=TOLERANCE)
+    if choices["pvals"]:
+        np.testing.assert_allclose(reference.varp["gv_pvals"], expected_p, rtol=1e-5, atol=1e-30)
 
 
 @pytest.mark.parametrize(("backend", "device"), BACKENDS)
@@ -134,7 +174,7 @@ def test_stores_what_the_design_says(pbmc):
     assert uns["version"] == gv.__version__
     assert uns["params"]["genes"] == "highly_variable"
     arguments = set(inspect.signature(gv.tl.coexpression).parameters)
-    assert set(uns["params"]) == arguments - {"adata", "key_added", "copy"}
+    assert set(uns["params"]) == arguments - {"adata"}
 
 
 def test_subset_equals_the_same_block_of_the_full_result(pbmc, pbmc_oracle):

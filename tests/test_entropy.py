@@ -1,4 +1,4 @@
-"""gv.pp.filter_entropy: the definition of DESIGN.md §2 and GeneVector's gene selection."""
+"""gv.pp.filter_entropy: the definition (docs/definition.md) and GeneVector's gene selection."""
 
 from __future__ import annotations
 

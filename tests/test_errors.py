@@ -49,7 +49,7 @@ BAD_CALLS = {
     "nan": (lambda: _with_value(np.nan), {}, ValueError, "NaN values.*gene2"),
     "infinite": (lambda: _with_value(np.inf, np.asarray), {}, ValueError, "infinite values"),
     "empty": (lambda: ad.AnnData(np.zeros((0, 3))), {}, ValueError, "empty"),
-    "no genes": (lambda: _counts(), {"genes": []}, ValueError, "No genes are selected"),
+    "no genes": (lambda: _counts(), {"genes": []}, ValueError, "genes is empty"),
     "all-false mask": (
         lambda: _counts(),
         {"genes": np.zeros(6, dtype=bool)},
@@ -57,7 +57,7 @@ BAD_CALLS = {
         "No genes are selected",
     ),
     "n_bins 0": (lambda: _counts(), {"n_bins": 0}, ValueError, "n_bins=0 is out of range"),
-    "n_bins 256": (lambda: _counts(), {"n_bins": 256}, ValueError, "from 1 to 255"),
+    "n_bins 256": (lambda: _counts(), {"n_bins": 256}, ValueError, "at most 255 bins"),
     "n_bins float": (lambda: _counts(), {"n_bins": 2.5}, TypeError, "whole number"),
     "unknown layer": (
         lambda: _counts(),
@@ -105,8 +105,8 @@ BAD_CALLS = {
     ),
     "bad n_jobs": (lambda: _counts(), {"n_jobs": 0}, ValueError, "positive number of threads"),
     "bad key": (lambda: _counts(), {"key_added": ""}, ValueError, "non-empty string"),
-    "bool values": (
-        lambda: ad.AnnData(np.ones((3, 2), dtype=bool)),
+    "string values": (
+        lambda: ad.AnnData(np.full((3, 2), "a", dtype=object)),
         {},
         TypeError,
         "needs numbers",

@@ -145,7 +145,7 @@ def test_error_names_the_key_that_exists():
 
 
 def test_error_unknown_gene():
-    with pytest.raises(ValueError, match=r"'NOPE' is not in adata\.var_names"):
+    with pytest.raises(ValueError, match=r"not in adata\.var_names: 'NOPE'"):
         gv.get.mi_pairs(_mi_adata(), gene="NOPE")
 
 
@@ -156,7 +156,7 @@ def test_error_unused_gene():
 
 @pytest.mark.parametrize("n", [-1, 2.5, "10", True])
 def test_error_bad_n(n):
-    with pytest.raises(ValueError, match="n must be a number of pairs"):
+    with pytest.raises((TypeError, ValueError), match=r"n(=-1)? (must be a whole number|is out of range)"):
         gv.get.mi_pairs(_mi_adata(), n=n)
 
 

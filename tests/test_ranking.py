@@ -1,6 +1,6 @@
 """Which score ranks gene pairs: the MI over all cells does, GeneVector's MI does not.
 
-GeneVector's MI (DESIGN.md §2, the default ``zeros="exclude"``) counts only the cells
+GeneVector's MI (docs/definition.md, the default ``zeros="exclude"``) counts only the cells
 where at least one gene of the pair is nonzero. That conditions on "A > 0 or B > 0", which
 makes independent genes look dependent; ``zeros="include"`` is the textbook MI over all
 cells. benchmarks/ranking.py measures the same on the ``seed`` workload.

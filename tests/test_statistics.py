@@ -1,8 +1,5 @@
-"""Estimators, G-test, Benjamini–Hochberg and the permutation helpers of ``_statistics``.
-
-The oracles here are the definitions of ``geneverse._statistics`` written out as plain
-per-pair loops over dense bins (like ``tests/oracle.py``), independent of the counts.
-"""
+"""The G-test and Miller–Madow against textbook statistics, calibration on null and planted
+data, Benjamini–Hochberg and the permutation helpers of ``_statistics``."""
 
 from __future__ import annotations
 
@@ -17,188 +14,73 @@ from hypothesis.extra import numpy as hnp
 from scipy import sparse
 
 from geneverse._data._binning import bin_genes
+from geneverse.kernels import PairScores, Scoring
 from geneverse.kernels._numpy import NumpyKernel
 from geneverse.tl._coexpression import _statistics as gs
+from geneverse.tl._coexpression._statistics import g_test_pvalues
 
-from oracle import oracle_bins, oracle_signs
+from oracle import oracle_bins, oracle_g_test, oracle_table
+from synthetic import null_counts, planted_modules
 
 # --------------------------------------------------------------------------------------------
-# Oracles, straight from the definitions
+# The finish against textbook statistics, one pair at a time
 # --------------------------------------------------------------------------------------------
 
 
-def oracle_table(a: np.ndarray, b: np.ndarray, na: int, nb: int, zeros: str) -> np.ndarray:
-    """The pair's joint counts: over all cells (include) or where A or B > 0 (exclude)."""
-    cells = np.ones(a.shape, dtype=bool) if zeros == "include" else (a > 0) | (b > 0)
-    table = np.zeros((na, nb))
-    for x, y in zip(a[cells], b[cells], strict=True):
-        table[x, y] += 1
-    return table
-
-
-def oracle_entropy(counts: np.ndarray, miller_madow: bool) -> float:
-    """Plug-in entropy in bits, plus (m - 1) / (2 n ln 2) for Miller–Madow."""
-    n = counts.sum()
-    p = counts[counts > 0] / n
-    h = -float(np.sum(p * np.log2(p)))
-    if miller_madow:
-        h += (np.count_nonzero(counts) - 1) / (2 * n * math.log(2))
-    return h
-
-
-def oracle_mi(a, b, na, nb, *, estimator: str, zeros: str) -> float:
-    """MI = H(A) + H(B) - H(A, B) of the pair's table, clipped at 0; 0 for an empty table."""
-    table = oracle_table(a, b, na, nb, zeros)
-    if table.sum() == 0:
-        return 0.0
-    mm = estimator == "miller_madow"
-    h_a = oracle_entropy(table.sum(axis=1), mm)
-    h_b = oracle_entropy(table.sum(axis=0), mm)
-    return max(h_a + h_b - oracle_entropy(table.ravel(), mm), 0.0)
-
-
-def oracle_g_test(a, b, na, nb, williams: bool = True) -> tuple[float, int, float]:
-    """G, df and p of the full table (all cells), with Williams' q, from the textbook."""
-    table = oracle_table(a, b, na, nb, "include")
-    n = table.sum()
-    rows, cols = table.sum(axis=1), table.sum(axis=0)
-    rows, cols, table = rows[rows > 0], cols[cols > 0], table[rows > 0][:, cols > 0]
-    expected = np.outer(rows, cols) / n
-    observed = table > 0
-    g = 2 * float(np.sum(table[observed] * np.log(table[observed] / expected[observed])))
-    df = (rows.size - 1) * (cols.size - 1)
-    if df == 0:
-        return g, 0, 1.0
-    q = 1.0
-    if williams:
-        q += (n * np.sum(1 / rows) - 1) * (n * np.sum(1 / cols) - 1) / (6 * n * df)
-    return g, df, float(scipy.stats.chi2.sf(g / q, df))
-
-
-def block_of(X: np.ndarray, n_bins: int, start: int = 0, stop: int | None = None):
-    """The NumPy kernel's count block of genes ``start:stop``, and its binned data."""
+def scores_of(X: np.ndarray, n_bins: int, **choices) -> PairScores:
+    """The NumPy kernel's scores of all pairs of ``X``'s genes."""
     data = bin_genes(sparse.csc_matrix(X), n_bins)
-    kernel = NumpyKernel(data, signed=True, n_jobs=1)
-    stop = data.n_genes if stop is None else stop
-    return kernel, data, kernel.count_block(start, stop)
-
-
-small_counts = hnp.arrays(
-    np.float64,
-    st.tuples(st.integers(1, 30), st.integers(1, 5)),
-    elements=st.sampled_from([0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.5, 7.0]),
-)
-
-
-def _block_range(draw_start: int, draw_length: int, n_genes: int) -> tuple[int, int]:
-    start = draw_start % n_genes
-    return start, min(n_genes, start + 1 + draw_length % n_genes)
-
-
-# --------------------------------------------------------------------------------------------
-# Estimators and zero handling equal the per-pair oracles
-# --------------------------------------------------------------------------------------------
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    X=small_counts,
-    n_bins=st.integers(1, 5),
-    estimator=st.sampled_from(gs.ESTIMATORS),
-    zeros=st.sampled_from(gs.ZEROS),
-    where=st.tuples(st.integers(0, 10), st.integers(0, 10)),
-)
-def test_mi_equals_oracle(X, n_bins, estimator, zeros, where):
-    start, stop = _block_range(*where, X.shape[1])
-    _, data, block = block_of(X, n_bins, start, stop)
-    result = gs.block_statistics(block, data, start, estimator=estimator, zeros=zeros)
-
-    bins, nbg = oracle_bins(X, n_bins)
-    signs = oracle_signs(X)
-    for r, i in enumerate(range(start, stop)):
-        for c, j in enumerate(range(start, X.shape[1])):
-            expected = 0.0
-            if i != j:
-                mi = oracle_mi(
-                    bins[:, i], bins[:, j], nbg[i], nbg[j], estimator=estimator, zeros=zeros
-                )
-                expected = mi * signs[i, j]
-            assert result.mi[r, c] == pytest.approx(expected, abs=1e-9), (i, j)
-
-
-@settings(max_examples=60, deadline=None)
-@given(X=small_counts, n_bins=st.integers(1, 5), williams=st.booleans())
-def test_g_test_equals_oracle(X, n_bins, williams):
-    _, data, block = block_of(X, n_bins)
-    test = gs.g_test(gs.pair_tables(block, data, 0), williams=williams)
-    bins, nbg = oracle_bins(X, n_bins)
-    for i in range(X.shape[1]):
-        for j in range(i + 1, X.shape[1]):
-            g, df, p = oracle_g_test(bins[:, i], bins[:, j], nbg[i], nbg[j], williams)
-            assert test.statistic[i, j] == pytest.approx(g, abs=1e-8)
-            assert test.dof[i, j] == df
-            assert test.pvalues[i, j] == pytest.approx(p, rel=1e-7, abs=1e-12)
-    np.testing.assert_array_equal(np.diag(test.pvalues), 1.0)
+    return NumpyKernel(data, Scoring(**choices), n_jobs=1).scores(0, X.shape[1])
 
 
 def test_g_test_matches_scipy():
-    """Without Williams' correction the G-test is scipy's log-likelihood chi2 test."""
+    """Williams' correction off, the G-test is scipy's log-likelihood chi2 test; on, the
+    statistic is divided by Williams' q (the oracle's textbook formula)."""
     rng = np.random.default_rng(3)
-    X = rng.poisson(0.8, size=(300, 4)) * rng.integers(0, 2, size=(300, 4))
-    _, data, block = block_of(X.astype(float), 4)
-    test = gs.g_test(gs.pair_tables(block, data, 0), williams=False)
+    X = (rng.poisson(0.8, size=(300, 4)) * rng.integers(0, 2, size=(300, 4))).astype(float)
+    scores = scores_of(X, 4, g_test=True)
+    p = g_test_pvalues(scores.statistic, scores.dof)
     bins, nbg = oracle_bins(X, 4)
     for i in range(4):
         for j in range(i + 1, 4):
             table = oracle_table(bins[:, i], bins[:, j], nbg[i], nbg[j], "include")
             table = table[table.sum(axis=1) > 0][:, table.sum(axis=0) > 0]
             ref = scipy.stats.chi2_contingency(table, correction=False, lambda_="log-likelihood")
-            assert test.statistic[i, j] == pytest.approx(ref.statistic, rel=1e-9)
-            assert test.dof[i, j] == ref.dof
-            assert test.pvalues[i, j] == pytest.approx(ref.pvalue, rel=1e-7)
-
-
-def test_plugin_exclude_is_the_kernels_mi():
-    rng = np.random.default_rng(0)
-    X = rng.negative_binomial(1, 0.7, size=(400, 30)).astype(float)
-    kernel, data, block = block_of(X, 10)
-    ours = gs.block_statistics(block, data, 0, signed=True).mi
-    np.testing.assert_allclose(ours.astype(np.float32), kernel.finish_block(0, block), atol=1e-6)
-    assert ours.dtype == np.float64
+            g, df, expected_p = oracle_g_test(bins[:, i], bins[:, j], nbg[i], nbg[j])
+            assert g == pytest.approx(ref.statistic, rel=1e-9) and df == ref.dof
+            assert scores.dof[i, j] == df
+            assert p[i, j] == pytest.approx(expected_p, rel=1e-6)
+    assert (np.diag(p) == 1).all() and (np.diag(scores.dof) == 0).all()
 
 
 def test_miller_madow_is_the_plugin_plus_its_correction():
-    """The closed form of the docstring, by hand on one pair: values 1 and 2 are bins 1, 2."""
+    """The closed form of the definition, by hand on one pair: values 1 and 2 are bins 1, 2."""
     X = np.array(
         [[1, 0], [2, 1], [0, 2], [1, 2], [2, 0], [1, 1], [2, 2], [1, 1], [2, 2], [0, 0]], float
     )
     np.testing.assert_array_equal(oracle_bins(X, 2)[0], X)
-    _, data, block = block_of(X, 2)
-    tables = gs.pair_tables(block, data, 0)
 
-    def mi(estimator, zeros):
-        return gs.mutual_information(tables, estimator=estimator, zeros=zeros)[0, 1]
+    def mi(miller_madow, include_zeros):
+        choices = {"miller_madow": miller_madow, "include_zeros": include_zeros}
+        return float(scores_of(X, 2, signed=False, **choices).mi[0, 1])
 
     # exclude: 9 counted cells; A in bins {0, 1, 2}, B in {0, 1, 2}, 7 occupied joint cells
     correction = (3 + 3 - 7 - 1) / (2 * 9 * math.log(2))
-    assert mi("miller_madow", "exclude") == pytest.approx(
-        max(mi("plugin", "exclude") + correction, 0), abs=1e-12
-    )
-    assert mi("miller_madow", "exclude") > 0  # the example is not clipped
+    assert mi(True, False) == pytest.approx(max(mi(False, False) + correction, 0), abs=1e-6)
+    assert mi(True, False) > 0  # the example is not clipped
     # include: 10 cells, the (0, 0) cell is an 8th occupied joint cell
     correction = (3 + 3 - 8 - 1) / (2 * 10 * math.log(2))
-    assert mi("miller_madow", "include") == pytest.approx(
-        max(mi("plugin", "include") + correction, 0), abs=1e-12
+    assert mi(True, True) == pytest.approx(max(mi(False, True) + correction, 0), abs=1e-6)
+
+
+def test_g_test_pvalues_of_untested_pairs_are_one():
+    statistic = np.array([[0.0, 3.84, 100.0]])
+    dof = np.array([[0, 1, 4]], dtype=np.int32)
+    p = g_test_pvalues(statistic, dof)
+    assert p.dtype == np.float32
+    np.testing.assert_allclose(
+        p, [[1.0, scipy.stats.chi2.sf(3.84, 1), scipy.stats.chi2.sf(100, 4)]], rtol=1e-6
     )
-
-
-def test_unknown_choices_are_errors():
-    _, data, block = block_of(np.eye(3), 2)
-    tables = gs.pair_tables(block, data, 0)
-    with pytest.raises(ValueError, match="estimator"):
-        gs.mutual_information(tables, estimator="jackknife")
-    with pytest.raises(ValueError, match="zeros"):
-        gs.mutual_information(tables, zeros="some")
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,39 +89,8 @@ def test_unknown_choices_are_errors():
 
 
 def _pair_pvalues(X: np.ndarray, n_bins: int = 10) -> np.ndarray:
-    _, data, block = block_of(X, n_bins)
-    return gs.block_statistics(block, data, 0, pvalues=True).pvalues
-
-
-def null_counts(n_genes: int, n_cells: int, seed: int) -> np.ndarray:
-    """Independent negative-binomial genes, ~10 % nonzero, dispersions and depths varied."""
-    rng = np.random.default_rng(seed)
-    shape = rng.uniform(0.2, 2.0, n_genes)
-    p_zero = rng.uniform(0.85, 0.95, n_genes)
-    return rng.negative_binomial(shape, p_zero ** (1 / shape), size=(n_cells, n_genes))
-
-
-def planted_modules(n_genes: int, n_cells: int, modules: int, size: int, seed: int):
-    """Negative-binomial counts whose means follow latent module activities.
-
-    Every gene of module ``k`` follows the activity ``L_k`` of the cell (gamma, mean 1),
-    either up (``L_k``) or down (``1 / (0.5 + L_k)``); the other genes are flat. Modules
-    are independent, so a pair is dependent exactly when both genes are in one module.
-    """
-    rng = np.random.default_rng(seed)
-    module = np.full(n_genes, -1)
-    module[: modules * size] = np.repeat(np.arange(modules), size)
-    activity = rng.gamma(0.5, 2.0, size=(n_cells, modules))
-    in_module = module >= 0
-    mean = np.ones((n_cells, n_genes))
-    act = activity[:, module[in_module]]
-    up = rng.random(in_module.sum()) < 0.5
-    mean[:, in_module] = np.where(up, act, 1 / (0.5 + act))
-    mu = rng.uniform(0.05, 0.3, n_genes) * mean / mean.mean(axis=0)
-    shape = rng.uniform(0.5, 2.0, n_genes)
-    X = rng.negative_binomial(shape, shape / (shape + mu))
-    truth = (module[:, None] == module[None, :]) & in_module[:, None]
-    return X, truth
+    scores = scores_of(X.astype(float), n_bins, g_test=True)
+    return g_test_pvalues(scores.statistic, scores.dof)
 
 
 def test_null_calibration():

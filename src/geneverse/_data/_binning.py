@@ -1,4 +1,4 @@
-"""Per-gene discretisation (DESIGN.md §2.1): the one place where bins are made.
+"""Per-gene discretisation (docs: "The exact definition", §1): the one place where bins are made.
 
 Every backend receives the bins made here, so the edges and the way a value on an
 edge falls are the same everywhere. The edges reproduce ``numpy.percentile`` with its

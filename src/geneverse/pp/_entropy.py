@@ -9,7 +9,7 @@ from .. import _logging as logg
 from .._data._binning import ValueRuns
 from .._data._chunked import chunk_source, chunked_value_runs
 from .._data._matrix import select_matrix
-from .._utils import check_flag, check_key
+from .._utils import check_flag, check_key, check_number
 
 
 def filter_entropy(
@@ -57,13 +57,13 @@ def filter_entropy(
     >>> adata = sc.datasets.pbmc68k_reduced().raw.to_adata()
     >>> gv.pp.filter_entropy(adata, min_entropy=1.0)
     """
-    if isinstance(min_entropy, bool) or not isinstance(min_entropy, int | float | np.number):
-        raise TypeError(f"min_entropy must be a number of nats, not {min_entropy!r}.")
-    check_flag("inplace", inplace)
-    check_key(key_added)
+    min_entropy = check_number("min_entropy", min_entropy, what="nats")
+    inplace = check_flag("inplace", inplace)
+    key_added = check_key("key_added", key_added)
     selection = select_matrix(adata, layer=layer, use_raw=use_raw)
     source = chunk_source(selection.values, selection.positions, selection.source)
-    entropy = entropy_of_runs(chunked_value_runs(source, adata.var_names, adata.obs_names))
+    (runs,), _ = chunked_value_runs(source, adata.var_names, adata.obs_names)
+    entropy = entropy_of_runs(runs)
     keep = entropy > min_entropy
     if not inplace:
         return keep, entropy
