@@ -1,12 +1,15 @@
 """Typed stub of ``geneverse._core``, the compiled Rust core (``src_rust/``)."""
 
-from typing import Protocol
+from typing import Protocol, final, type_check_only
 
 import numpy as np
 from numpy.typing import NDArray
 
+__all__ = ["CooccurrenceKernel", "__version__"]
+
 __version__: str
 
+@type_check_only
 class _BinnedArrays(Protocol):
     """What the core reads from a :class:`geneverse.kernels.BinnedGenes` (its attributes).
 
@@ -29,52 +32,64 @@ class _BinnedArrays(Protocol):
     @property
     def bin_counts(self) -> NDArray[np.int64]: ...
     @property
-    def value_sums(self) -> NDArray[np.float64]: ...
-    @property
     def varies(self) -> NDArray[np.bool_]: ...
     @property
+    def value_sums(self) -> NDArray[np.float64]: ...
+    @property
+    def value_norms(self) -> NDArray[np.float64]: ...
+    @property
+    def expressed(self) -> NDArray[np.int64]: ...
+    @property
+    def bins_xlogx(self) -> NDArray[np.float64]: ...
+    @property
+    def occupied(self) -> NDArray[np.int64]: ...
+    @property
+    def full_inverse(self) -> NDArray[np.float64]: ...
+    @property
     def xlogx(self) -> NDArray[np.float64]: ...
+    @property
+    def log2(self) -> NDArray[np.float64]: ...
 
+@final
 class CooccurrenceKernel:
-    """The co-occurrence MI kernel of one input (DESIGN.md §3).
+    """The co-occurrence kernel of one input and one scoring choice (the docs page "How
+    the scores are computed").
 
     The constructor checks ``data`` completely (``ValueError`` saying what is wrong,
     ``TypeError`` for a wrong dtype) and builds the kernel's blocked copy of the entries
     (about 11 bytes per entry when ``signed``, 3 otherwise, plus a values matrix and
-    bitsets for blocks that most cells express). Everything runs on ``n_jobs``
-    threads (0: one per core) with the GIL released. ``block_genes`` (1 to 256) is for
-    tuning; results do not depend on it, nor on ``n_jobs``, bit for bit.
+    bitsets for blocks that most cells express). A pair's sign counts only when
+    ``|N * P - S_i * S_j|`` exceeds ``sign_tolerance`` times its rounding error bound.
+    Everything runs on ``n_jobs`` threads (0: one per core) with the GIL released.
+    ``block_genes`` (1 to 256) is for tuning; results do not depend on it, nor on
+    ``n_jobs``, bit for bit.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         data: _BinnedArrays,
         *,
         signed: bool,
+        include_zeros: bool,
+        miller_madow: bool,
+        g_test: bool,
+        sign_tolerance: float,
         n_jobs: int,
         block_genes: int | None = None,
-    ) -> None: ...
-    def row_block(self, start: int, stop: int) -> NDArray[np.float32]:
-        """(Signed) MI in bits of genes ``start:stop`` against genes ``start:n_genes``.
+    ) -> CooccurrenceKernel: ...
+    def scores(
+        self, start: int, stop: int, first_column: int | None = None
+    ) -> tuple[NDArray[np.float32], NDArray[np.float64] | None, NDArray[np.int32] | None]:
+        """The scores of genes ``start:stop`` against genes ``first_column:n_genes``.
 
-        A new ``float32`` array of shape ``(stop - start, n_genes - start)``; its diagonal
-        is 0.
-        """
-    def count_block(self, start: int, stop: int) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-        """``(counts, products)`` of a ``CountBlock`` for genes ``start:stop``.
-
-        ``counts[r, a - 1, c, b - 1]`` (shape ``(rows, width, n_genes - start, width)``,
-        ``width = max(max_bins - 1, 1)``) counts the cells with gene ``start + r`` in bin
-        ``a`` and gene ``start + c`` in bin ``b``; ``products[r, c]`` sums their values'
-        products (0 when not ``signed``). Diagonal pairs hold each gene with itself.
-        """
-    def finish_block(
-        self, start: int, counts: NDArray[np.int64], products: NDArray[np.float64]
-    ) -> NDArray[np.float32]:
-        """(Signed) MI from :meth:`count_block`'s arrays (possibly summed over chunks of
-        cells) with this kernel's marginals: the same array as :meth:`row_block`.
-
-        ``ValueError`` when a shape is wrong or counts exceed their genes' bin counts.
+        ``first_column=None`` (or ``start``) is a row block: columns ``start:``, the pairs
+        within the rows both ways (left of the diagonal mirrored from above), the
+        diagonal 0. Otherwise ``first_column >= stop``: a rectangle of disjoint genes.
+        Returns ``(mi, statistic, dof)``, new arrays of shape
+        ``(stop - start, n_genes - first)``: the MI in bits (``float32``) under the scoring
+        choice, and with ``g_test`` the Williams-corrected G statistic (``float64``) and its
+        degrees of freedom (``int32``), else ``None``. ``ValueError`` for rows or columns
+        outside the genes.
         """
     @property
     def n_genes(self) -> int:

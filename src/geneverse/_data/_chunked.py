@@ -70,17 +70,24 @@ class DaskSource(ChunkSource):
     def map_reduce(self, task, combine):
         import dask
 
-        values = self.values.rechunk({1: -1}) if self.values.numblocks[1] > 1 else self.values
-        blocks = values.to_delayed()[:, 0]
-        starts = np.concatenate([[0], np.cumsum(values.chunks[0])[:-1]])
-        parts = [
-            dask.delayed(_run_on_block)(task, block, self.columns, int(start))
-            for block, start in zip(blocks, starts, strict=True)
-        ]
+        parts = self.delayed_map(task)
         while len(parts) > 1:  # a tree, so that no one task gathers every chunk's result
             pairs = [parts[i : i + 2] for i in range(0, len(parts), 2)]
             parts = [dask.delayed(combine)(*pair) if len(pair) == 2 else pair[0] for pair in pairs]
         return parts[0].compute()
+
+
+    def delayed_map(self, task: Callable[..., Any]) -> list[Any]:
+        """``task(chunk, first_cell)`` of every chunk, as Dask delayed objects (not run)."""
+        import dask
+
+        values = self.values.rechunk({1: -1}) if self.values.numblocks[1] > 1 else self.values
+        blocks = values.to_delayed()[:, 0]
+        starts = np.concatenate([[0], np.cumsum(values.chunks[0])[:-1]])
+        return [
+            dask.delayed(_run_on_block)(task, block, self.columns, int(start))
+            for block, start in zip(blocks, starts, strict=True)
+        ]
 
 
 def _run_on_block(task, block, columns: np.ndarray, start: int):
@@ -173,15 +180,24 @@ def chunked_entries(
     source: ChunkSource, genes: list[GeneBins], labels: np.ndarray | None = None
 ) -> list[CellEntries]:
     """Pass 2: each group's compact entries, every chunk binned with its group's bins."""
+    parts = source.map_reduce(entries_task(genes, labels), _concatenate_lists)
+    return [concatenated(group_parts) for group_parts in parts]
+
+
+def entries_task(
+    genes: list[GeneBins], labels: np.ndarray | None
+) -> Callable[[sparse.csc_matrix, int], list[list[CellEntries]]]:
+    """The task of pass 2: a chunk's compact entries of each group (each in a list)."""
 
     def entries_of_chunk(chunk: sparse.csc_matrix, start: int) -> list[list[CellEntries]]:
         groups = _group_rows(chunk, labels, start, len(genes))
         return [[bin_cells(rows, bins)] for rows, bins in zip(groups, genes, strict=True)]
 
-    def combine(a, b):
-        return [x + y for x, y in zip(a, b, strict=True)]
+    return entries_of_chunk
 
-    return [concatenated(parts) for parts in source.map_reduce(entries_of_chunk, combine)]
+
+def _concatenate_lists(a: list[list], b: list[list]) -> list[list]:
+    return [x + y for x, y in zip(a, b, strict=True)]
 
 
 def _group_rows(

@@ -1,17 +1,20 @@
 """The Rust backend: co-occurrence counting in the compiled core (``geneverse._core``).
 
 The core borrows the arrays of :class:`BinnedGenes` without copying them, releases the
-GIL, and counts tiles of gene pairs on a rayon pool of ``n_jobs`` threads
-(``src_rust/``; DESIGN.md §3).
+GIL, and counts and finishes tiles of gene pairs on a rayon pool of ``n_jobs`` threads
+(``src_rust/``; the docs page "How the scores are computed").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
 
-from ._base import BinnedGenes, CountBlock, Kernel
+from .._data._binned import BinnedGenes
+from .._utils import RUST
+from ._base import SIGN_TOLERANCE, Kernel, PairScores, Scoring
 
 #: The dtype and number of dimensions the core borrows each array of BinnedGenes as.
 _LAYOUT: dict[str, tuple[type[np.generic], int]] = {
@@ -21,9 +24,15 @@ _LAYOUT: dict[str, tuple[type[np.generic], int]] = {
     "values": (np.float64, 1),
     "n_bins": (np.int32, 1),
     "bin_counts": (np.int64, 2),
-    "value_sums": (np.float64, 1),
     "varies": (np.bool_, 1),
+    "value_sums": (np.float64, 1),
+    "value_norms": (np.float64, 1),
+    "expressed": (np.int64, 1),
+    "bins_xlogx": (np.float64, 1),
+    "occupied": (np.int64, 1),
+    "full_inverse": (np.float64, 1),
     "xlogx": (np.float64, 1),
+    "log2": (np.float64, 1),
 }
 
 _REBUILD = "reinstall geneverse from its source with `pip install -e .`, which builds the Rust core"
@@ -43,26 +52,34 @@ class RustKernel(Kernel):
     (a few dozen genes each, from the number of bins, so that a tile's counts fit in a
     core's L2 cache), each block's entries cell after cell: about 11 bytes per entry (3
     when unsigned). A tile, a block of rows × a block of columns, is then one scan over two
-    sequential streams that counts the pairs of each cell's entries, and is finished at
-    once. Blocks that most cells express also get their values as a matrix (8 bytes per
+    sequential streams that counts the pairs of each cell's entries, and each of its pairs
+    is finished at once into its scores, in the order of operations every backend follows.
+    Blocks that most cells express also get their sign values as a matrix (8 bytes per
     cell and gene) and, where the CPU makes it pay (AVX-512 ``VPOPCNTQ``, chosen at run
     time), each gene's cells per bin as bitsets: their tiles are counted as
     ``popcount(cells_ia & cells_jb)``, the same integers. Results do not depend on
-    ``n_jobs``, bit for bit; ``count_block`` and ``finish_block`` (chunks of cells) give
-    the same bits as ``row_block``.
+    ``n_jobs`` nor on the blocks, bit for bit.
     """
 
-    name = "rust"
+    name = RUST
     # Measured on one core (AMD EPYC): ~2e8/s on 5-10 % sparse data, where the per-pair
     # finish weighs as much as the counting, up to ~1.5e9/s on dense data.
     throughput = 2.5e8
 
     def __init__(
-        self, data: BinnedGenes, *, signed: bool, n_jobs: int, device: str | None = None
+        self, data: BinnedGenes, scoring: Scoring, *, n_jobs: int, device: str | None = None
     ) -> None:
-        super().__init__(data, signed=signed, n_jobs=n_jobs, device=device)
+        super().__init__(data, scoring, n_jobs=n_jobs, device=device)
         _check_layout(data)
-        self._core = _core_module().CooccurrenceKernel(data, signed=signed, n_jobs=self.threads)
+        self._core = _core_module().CooccurrenceKernel(
+            _aligned(data),
+            signed=scoring.signed,
+            include_zeros=scoring.include_zeros,
+            miller_madow=scoring.miller_madow,
+            g_test=scoring.g_test,
+            sign_tolerance=SIGN_TOLERANCE,
+            n_jobs=self.threads,
+        )
 
     @classmethod
     def unavailable_reason(cls, device: str | None = None) -> str | None:
@@ -72,7 +89,7 @@ class RustKernel(Kernel):
             core = _core_module()
         except ImportError as error:
             return f"its compiled core geneverse._core does not import ({error}); {_REBUILD}"
-        if not hasattr(core, "CooccurrenceKernel"):
+        if not hasattr(getattr(core, "CooccurrenceKernel", None), "scores"):
             return f"its compiled core geneverse._core is out of date; {_REBUILD}"
         return None
 
@@ -89,17 +106,10 @@ class RustKernel(Kernel):
         """Rayon threads used: ``n_jobs``, or one per core when ``n_jobs`` is < 1."""
         return self.n_jobs if self.n_jobs >= 1 else (os.cpu_count() or 1)
 
-    def row_block(self, start: int, stop: int) -> np.ndarray:
-        return self._core.row_block(start, stop)
-
-    def count_block(self, start: int, stop: int) -> CountBlock:
-        counts, products = self._core.count_block(start, stop)
-        return CountBlock(counts=counts, products=products)
-
-    def finish_block(self, start: int, block: CountBlock) -> np.ndarray:
-        counts = np.ascontiguousarray(block.counts, dtype=np.int64)
-        products = np.ascontiguousarray(block.products, dtype=np.float64)
-        return self._core.finish_block(start, counts, products)
+    def scores(self, start: int, stop: int, first_column: int | None = None) -> PairScores:
+        first = self._columns(start, stop, first_column)
+        mi, statistic, dof = self._core.scores(start, stop, first)
+        return PairScores(mi=mi, statistic=statistic, dof=dof)
 
 
 def _check_layout(data: BinnedGenes) -> None:
@@ -114,3 +124,14 @@ def _check_layout(data: BinnedGenes) -> None:
                 f"BinnedGenes.{name} must be a C-contiguous {ndim}-d array "
                 f"(got shape {array.shape})"
             )
+
+
+def _aligned(data: BinnedGenes) -> BinnedGenes:
+    """``data``, with an aligned copy of any array that is not aligned (arrays unpickled
+    from a buffer, as on a Dask worker, can be); the others are borrowed as they are."""
+    copies = {
+        name: np.array(getattr(data, name))
+        for name in _LAYOUT
+        if not getattr(data, name).flags.aligned
+    }
+    return dataclasses.replace(data, **copies) if copies else data

@@ -1,26 +1,29 @@
 """The ``gpu`` backend: co-occurrence counts as one-hot matrix products (PyTorch).
 
 With ``Y`` the one-hot of the nonzero bins (one row per ``(gene, bin)``, one column per
-cell), the counts of two gene tiles ``I`` and ``J`` are the product ``Y_I @ Y_J.T``
-(DESIGN.md §3). On CUDA the one-hot tiles are ``int8`` and the product is
-``torch._int_mm`` (exact ``int32`` counts on the tensor cores); elsewhere (``device="cpu"``,
-how CI runs it) it is a ``float32`` product, exact because a chunk never holds more than
-``2**24`` cells. Chunks of cells are added in integers. The signs come from a ``float64``
-product of the value tiles, and MI is finished on the device in ``float64``, vectorised
-over the whole tile; only the ``float32`` row block travels back to the host.
+cell), the counts of two gene tiles ``I`` and ``J`` are the product ``Y_I @ Y_J.T`` (the
+docs page "How the scores are computed"). On CUDA the one-hot tiles are ``int8`` and the
+product is ``torch._int_mm`` (exact ``int32`` counts on the tensor cores); elsewhere
+(``device="cpu"``, how CI runs it) it is a ``float32`` product, exact because a chunk
+never holds more than ``2**24`` cells. Chunks of cells are added in integers. The signs
+come from a ``float64`` product of the sign-value tiles.
 
-The finish (:meth:`_GeneStats.mutual_information`) adds its terms one element-wise
-operation at a time, in a fixed order, and takes ``log2`` from a table: no reduction whose
-order depends on the shape of a tile or on the device. So a pair's MI depends only on its
-counts and the marginals, and :meth:`TorchKernel.row_block` (fused: tile counts finished
-where they are made) equals ``finish_block(start, count_block(start, stop))`` bit for bit,
-and so does the finish of counts summed over chunks of the cells. (The signs come from
-``float64`` value products; summed in another order, over chunks, their last bits may
-differ, which can change a sign only where a covariance is ~0.)
+Each tile's counts are finished at once on the device (:meth:`_Finish.scores`), vectorised
+over the tile: every ``float64`` sum is a sequence of element-wise operations in the
+order the docs page prescribes per pair (bins of ``j`` inside bins of ``i``, then the
+column marginals, then the zero cells), ``log2`` comes from the table of
+:class:`~geneverse._data._binned.BinnedGenes` and the per-gene constants are its own.
+No reduction whose order depends on the shape of a tile or on the device touches a
+floating-point number (integer sums are exact in any order), so the MI, the G statistic
+and the degrees of freedom equal those of every other backend bit for bit. Only the value
+products are summed in another order (by the matrix product): their last bits may
+differ, which can change a sign only where a covariance is within rounding of its bound.
+Only the finished scores travel back to the host.
 
 Every gene has the same ``n_nz = max_bins - 1`` one-hot rows; the rows of bins a gene
 does not have stay zero, and contribute nothing since ``xlogx[0] == 0``. Tiles are
-padded with empty genes to the shapes ``torch._int_mm`` needs.
+padded with empty genes to the shapes ``torch._int_mm`` needs; the padding is cut off
+before the finish.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._base import BinnedGenes, CountBlock, Kernel
+from .._utils import GPU
+from ._base import SIGN_TOLERANCE, BinnedGenes, Kernel, PairScores, Scoring
 
 if TYPE_CHECKING:
     import torch
@@ -57,6 +61,7 @@ _CUDA_MEMORY_SHARE = 0.6
 #: Bytes of temporaries one slice of the finish may use.
 _FINISH_BYTES = {"cuda": 1 << 31, "cpu": 1 << 26}
 _GEMMS = ("int8", "half", "float32")
+_LN2 = float(np.log(2.0))
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,7 @@ class TorchKernel(Kernel):
 
     Parameters
     ----------
-    data, signed, n_jobs, device
+    data, scoring, n_jobs, device
         As :class:`~geneverse.kernels._base.Kernel`. ``device=None`` means ``"cuda"`` (an
         error without a CUDA device); ``"cpu"`` runs the same algorithm on the CPU with
         ``n_jobs`` torch threads.
@@ -92,19 +97,19 @@ class TorchKernel(Kernel):
         Genes per tile; by default from the free device memory on CUDA, 256 on a CPU.
     chunk_cells
         Cells per chunk of a product; by default all cells when they fit on CUDA, 4096 on
-        a CPU. Chunks are added in integers, so any value gives the same result.
+        a CPU. Chunks are added in integers, so any value gives the same counts.
     gemm
         ``"int8"`` (``torch._int_mm``, CUDA only; the default there), ``"half"`` (``float16``
         inputs, ``float32`` output, CUDA only) or ``"float32"`` (the default elsewhere).
     """
 
-    name = "gpu"
+    name = GPU
 
     def __init__(
         self,
         data: BinnedGenes,
+        scoring: Scoring,
         *,
-        signed: bool,
         n_jobs: int,
         device: str | None = None,
         tile_genes: int | None = None,
@@ -113,14 +118,13 @@ class TorchKernel(Kernel):
     ) -> None:
         import torch
 
-        super().__init__(data, signed=signed, n_jobs=n_jobs, device=device)
+        super().__init__(data, scoring, n_jobs=n_jobs, device=device)
         self._torch = torch
         self._dev = torch.device("cuda" if device is None else device)
         self._n_nz = max(data.max_bins - 1, 1)
-        self._upload(data)
         self._plan = self._make_plan(tile_genes, chunk_cells, gemm)
-        pad = _padded_genes(self._plan.tile_genes, self._n_nz)
-        self._stats = _GeneStats.build(data, self._n_nz, pad, torch, self._dev)
+        self._upload(data)
+        self._finisher = _Finish.build(data, scoring, self._n_nz, torch, self._dev)
 
     # -- availability -------------------------------------------------------------------
 
@@ -175,7 +179,7 @@ class TorchKernel(Kernel):
         bins = torch.as_tensor(np.asarray(data.bins, dtype=np.uint8)).to(dev)
         self._slots = bins[order]
         self._values = None
-        if self.signed:
+        if self.scoring.signed:
             values = torch.as_tensor(np.asarray(data.values, dtype=np.float64)).to(dev)
             self._values = values[order]
         counts = np.bincount(np.asarray(data.genes), minlength=data.n_genes)
@@ -191,17 +195,18 @@ class TorchKernel(Kernel):
             raise ValueError(f"gemm must be one of {list(_GEMMS)}, not {gemm!r}.")
         if gemm != "float32" and not cuda:
             raise ValueError(f'gemm="{gemm}" needs a CUDA device; use gemm="float32".')
+        for name, value in (("tile_genes", tile_genes), ("chunk_cells", chunk_cells)):
+            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+                raise ValueError(f"{name} must be a positive whole number, not {value!r}.")
         n_genes, n_cells = max(self.data.n_genes, 1), max(self.data.n_cells, 1)
         if cuda and (tile_genes is None or chunk_cells is None):
             auto_tile, auto_chunk = self._cuda_sizes(n_genes, n_cells, gemm)
         else:
             auto_tile, auto_chunk = _CPU_TILE_GENES, _CPU_CHUNK_CELLS
-        tile = min(tile_genes or auto_tile, n_genes)
-        chunk = min(chunk_cells or auto_chunk, n_cells)
+        tile = min(int(tile_genes or auto_tile), n_genes)
+        chunk = min(int(chunk_cells or auto_chunk), n_cells)
         if gemm != "int8":
             chunk = min(chunk, _FLOAT32_EXACT)
-        if tile < 1 or chunk < 1:
-            raise ValueError("tile_genes and chunk_cells must be positive.")
         return _Plan(tile_genes=tile, chunk_cells=chunk, gemm=gemm)
 
     def _cuda_sizes(self, n_genes: int, n_cells: int, gemm: str) -> tuple[int, int]:
@@ -223,80 +228,29 @@ class TorchKernel(Kernel):
             tile //= 2
 
     def _tile_bytes(self, tile: int, chunk: int, one_hot: int, chunked: bool) -> int:
-        """Device bytes of the buffers of one tile pair (one-hot, counts, values, gram)."""
+        """Device bytes of the buffers of one tile pair (one-hot, counts, values, gram) and
+        of the row block's scores."""
         width = _padded_genes(tile, self._n_nz) * self._n_nz
         chunk = _round_up(chunk, 8)
         total = 2 * width * chunk * one_hot + width * width * 4 * (2 if chunked else 1)
-        if self.signed:
+        if self.scoring.signed:
             total += 2 * tile * chunk * 8 + tile * tile * 8 * 2
-        total += _CUDA_MAX_TILE_GENES * self.data.n_genes * 4  # the row block
+        per_pair = 4 + (8 + 4 if self.scoring.g_test else 0)  # mi, statistic, dof
+        total += _CUDA_MAX_TILE_GENES * self.data.n_genes * per_pair
         return total
 
-    # -- the row block --------------------------------------------------------------------
+    # -- the scores -----------------------------------------------------------------------
 
-    def row_block(self, start: int, stop: int) -> np.ndarray:
-        """Signed MI of genes ``start:stop`` against genes ``start:n_genes`` (float32).
+    def scores(self, start: int, stop: int, first_column: int | None = None) -> PairScores:
+        """The scores of genes ``start:stop`` against ``first_column:`` (see
+        :meth:`~geneverse.kernels._base.Kernel.scores`).
 
-        Fused: each tile's counts are finished on the device where they are made. Equal
-        bit for bit to ``finish_block(start, count_block(start, stop))``.
+        Fused: each tile's counts are finished on the device where they are made, and
+        only the finished scores come back to the host.
         """
-        self._check_rows(start, stop)
+        first = self._columns(start, stop, first_column)
         with self._torch_threads():
-            return self._to_host(self._row_block(start, stop))
-
-    def count_block(self, start: int, stop: int) -> CountBlock:
-        """Co-occurrence counts and value products of genes ``start:stop``, on the host.
-
-        See :class:`~geneverse.kernels._base.CountBlock`: ``int64`` counts of shape
-        ``(stop - start, n_nz, n_genes - start, n_nz)`` with ``n_nz = max_bins - 1``, and
-        ``float64`` products (zeros when unsigned). The tiles are those of
-        :meth:`row_block` (so are the products, to the last bit); left of the block's
-        diagonal the counts are those of the rows above, with the roles swapped.
-        """
-        self._check_rows(start, stop)
-        n_rows, n_cols, n_nz = stop - start, self.data.n_genes - start, self._n_nz
-        counts = np.zeros((n_rows, n_nz, n_cols, n_nz), dtype=np.int64)
-        products = np.zeros((n_rows, n_cols), dtype=np.float64)
-        with self._torch_threads():
-            for i0, i1, j0, j1 in self._upper_tiles(start, stop):
-                tile, gram = self._tile_counts(i0, i1, j0, j1)
-                width_i, width_j = tile.shape[0] // n_nz, tile.shape[1] // n_nz
-                tile4 = tile.view(width_i, n_nz, width_j, n_nz)[: i1 - i0, :, : j1 - j0]
-                rows, cols = slice(i0 - start, i1 - start), slice(j0 - start, j1 - start)
-                counts[rows, :, cols, :] = tile4.cpu().numpy()
-                if gram is not None:
-                    products[rows, cols] = gram[: i1 - i0, : j1 - j0].cpu().numpy()
-        for r in range(1, n_rows):  # left of the diagonal: the rows above, roles swapped
-            counts[r, :, :r, :] = counts[:r, :, r, :].transpose(2, 0, 1)
-            products[r, :r] = products[:r, r]
-        return CountBlock(counts=counts, products=products)
-
-    def finish_block(self, start: int, block: CountBlock) -> np.ndarray:
-        """Signed MI of the row block whose counts are ``block``, with this data's marginals.
-
-        The rows are ``start:start + len(block.counts)``; the counts may be those of other
-        cells (summed over chunks): only the marginals of :attr:`data` are used, so the
-        kernel may be built on a summary with no entries. The counts go to the device in
-        slices of rows and are finished there as in :meth:`row_block`.
-        """
-        torch, n_genes, n_nz = self._torch, self.data.n_genes, self._n_nz
-        counts, products = np.asarray(block.counts), np.asarray(block.products)
-        n_rows = self._check_count_block(start, counts, products, n_nz)
-        n_cols = n_genes - start
-        # Half the budget: the uploaded slice of counts is as large as the finish's copy.
-        step = _finish_rows(n_cols, n_nz, self._finish_budget // 2)
-        with self._torch_threads():
-            out = torch.zeros((n_rows, n_cols), dtype=torch.float32, device=self._dev)
-            for r0 in range(0, n_rows, step):
-                r1 = min(n_rows, r0 + step)
-                part = torch.from_numpy(np.ascontiguousarray(counts[r0:r1], dtype=np.int64))
-                gram = None
-                if self.signed:
-                    gram = torch.from_numpy(np.ascontiguousarray(products[r0:r1], np.float64))
-                    gram = gram.to(self._dev)
-                out[r0:r1] = self._finish(part.to(self._dev), gram, start + r0, start)
-            _mirror_upper(out)
-            return self._to_host(out)
+            return self._to_host(self._scores(start, stop, first))
 
     @contextmanager
     def _torch_threads(self) -> Iterator[None]:
@@ -315,32 +269,47 @@ class TorchKernel(Kernel):
     def _finish_budget(self) -> int:
         return _FINISH_BYTES.get(self._dev.type, _FINISH_BYTES["cpu"])
 
-    def _row_block(self, start: int, stop: int) -> torch.Tensor:
-        """The row block on the device, from the tiles of :meth:`_upper_tiles`; left of its
-        diagonal the block mirrors the rows above (as in :meth:`finish_block`)."""
-        torch, n_genes = self._torch, self.data.n_genes
-        out = torch.zeros((stop - start, n_genes - start), dtype=torch.float32, device=self._dev)
-        for i0, i1, j0, j1 in self._upper_tiles(start, stop):
-            out[i0 - start : i1 - start, j0 - start : j1 - start] = self._tile(i0, i1, j0, j1)
-        _mirror_upper(out)
-        return out
+    def _scores(self, start: int, stop: int, first: int) -> tuple:
+        """The scores on the device, from the tiles of :meth:`_tiles`; left of a row
+        block's diagonal the block mirrors the rows above, its diagonal is 0."""
+        torch, dev = self._torch, self._dev
+        shape = (stop - start, self.data.n_genes - first)
+        mi = torch.zeros(shape, dtype=torch.float32, device=dev)
+        statistic = dof = None
+        if self.scoring.g_test:
+            statistic = torch.zeros(shape, dtype=torch.float64, device=dev)
+            dof = torch.zeros(shape, dtype=torch.int32, device=dev)
+        for i0, i1, j0, j1 in self._tiles(start, stop, first):
+            rows, cols = slice(i0 - start, i1 - start), slice(j0 - first, j1 - first)
+            tile = self._tile(i0, i1, j0, j1)
+            mi[rows, cols] = tile[0]
+            if statistic is not None:
+                statistic[rows, cols] = tile[1]
+                dof[rows, cols] = tile[2]
+        if first == start:
+            for values in (mi, statistic, dof):
+                if values is not None:
+                    _mirror_upper(values)
+        return mi, statistic, dof
 
-    def _upper_tiles(self, start: int, stop: int) -> Iterator[tuple[int, int, int, int]]:
-        """``(i0, i1, j0, j1)``: the tiles of genes ``I = start:stop`` against ``J = start:``
-        that a row block is computed from.
+    def _tiles(self, start: int, stop: int, first: int) -> Iterator[tuple[int, int, int, int]]:
+        """``(i0, i1, j0, j1)``: the tiles of genes ``I = start:stop`` against ``J = first:``
+        that the scores are computed from.
 
-        A tile left of the block's diagonal (``j1 <= i0``) is left out: that part of the
-        block mirrors the rows above. A diagonal tile comes in the pieces of
-        :meth:`_diagonal_pieces`.
+        In a row block (``first == start``) a tile left of the diagonal (``j1 <= i0``) is
+        left out, as that part mirrors the rows above, and a diagonal tile comes in the
+        pieces of :meth:`_diagonal_pieces`. A rectangle is all of its tiles.
         """
         step, n_genes = self._plan.tile_genes, self.data.n_genes
         for i0 in range(start, stop, step):
             i1 = min(stop, i0 + step)
-            for j0 in range(start, n_genes, step):
+            for j0 in range(first, n_genes, step):
                 j1 = min(n_genes, j0 + step)
-                if j1 <= i0:
+                if first != start:
+                    yield i0, i1, j0, j1
+                elif j1 <= i0:
                     continue
-                if (j0, j1) == (i0, i1):
+                elif (j0, j1) == (i0, i1):
                     yield from self._diagonal_pieces(i0, i1)
                 else:
                     yield i0, i1, j0, j1
@@ -361,45 +330,56 @@ class TorchKernel(Kernel):
         yield g0, mid, mid, g1
         yield from self._diagonal_pieces(mid, g1)
 
-    def _to_host(self, out: torch.Tensor) -> np.ndarray:
-        """The block as a numpy array.
+    def _to_host(self, scores: tuple) -> PairScores:
+        """The scores as numpy arrays.
 
-        From CUDA the copy goes into memory that is already paged in: copying into a
+        From CUDA each copy goes into memory that is already paged in: copying into a
         fresh array pays a page fault per 4 KiB inside the transfer (measured on an H200:
         120 ms instead of 280 ms for a 4096 x 20000 block; pinned memory gave 160 ms).
         """
-        if self._dev.type != "cuda":
-            return out.cpu().numpy()
-        host = np.empty(tuple(out.shape), dtype=np.float32)
-        host.fill(0.0)
-        self._torch.from_numpy(host).copy_(out)
-        return host
+        host = []
+        for values in scores:
+            if values is None:
+                host.append(None)
+            elif self._dev.type != "cuda":
+                host.append(values.cpu().numpy())
+            else:
+                dtype = {
+                    self._torch.float32: np.float32,
+                    self._torch.float64: np.float64,
+                    self._torch.int32: np.int32,
+                }[values.dtype]
+                array = np.empty(tuple(values.shape), dtype=dtype)
+                array.fill(0)
+                self._torch.from_numpy(array).copy_(values)
+                host.append(array)
+        mi, statistic, dof = host
+        return PairScores(mi=mi, statistic=statistic, dof=dof)
 
-    def _tile(self, i0: int, i1: int, j0: int, j1: int) -> torch.Tensor:
-        """Signed MI of genes ``i0:i1`` against ``j0:j1``, float32, on the device."""
-        counts, gram = self._tile_counts(i0, i1, j0, j1)
-        width_i, width_j = counts.shape[0] // self._n_nz, counts.shape[1] // self._n_nz
-        counts4 = counts.view(width_i, self._n_nz, width_j, self._n_nz)
-        return self._finish(counts4, gram, i0, j0)[: i1 - i0, : j1 - j0]
+    def _tile(self, i0: int, i1: int, j0: int, j1: int) -> tuple:
+        """The scores of genes ``i0:i1`` against ``j0:j1``, on the device, in slices of rows.
 
-    def _finish(self, counts4, gram, i0: int, j0: int) -> torch.Tensor:
-        """Signed MI (float32) of genes ``i0:`` against ``j0:`` from counts ``(rows, n_nz,
-        columns, n_nz)`` and their gram (``None`` when unsigned), in slices of rows.
-
-        The one finish of the fused tiles and of :meth:`finish_block`; an entry does not
-        depend on the slice or tile it is finished in.
+        The padding of the counts is cut off first, so the finish sees real genes only;
+        an entry does not depend on the slice or tile it is finished in.
         """
-        stats, torch = self._stats, self._torch
-        n_rows, n_cols = counts4.shape[0], counts4.shape[2]
-        step = _finish_rows(n_cols, self._n_nz, self._finish_budget)
-        mi = torch.empty((n_rows, n_cols), dtype=torch.float32, device=self._dev)
+        counts, gram = self._tile_counts(i0, i1, j0, j1)
+        n_nz, n_rows, n_cols = self._n_nz, i1 - i0, j1 - j0
+        width_i, width_j = counts.shape[0] // n_nz, counts.shape[1] // n_nz
+        counts4 = counts.view(width_i, n_nz, width_j, n_nz)[:n_rows, :, :n_cols]
+        if gram is not None:
+            gram = gram[:n_rows, :n_cols]
+        step = _finish_rows(n_cols, n_nz, self._finish_budget)
+        if step >= n_rows:
+            return self._finisher.scores(counts4, gram, i0, j0)
+        parts = []
         for r0 in range(0, n_rows, step):
             r1 = min(n_rows, r0 + step)
-            part = stats.mutual_information(counts4[r0:r1], i0 + r0, j0)
-            if gram is not None:  # 0 keeps no sign (never -0.0)
-                part.mul_(stats.signs(gram[r0:r1], i0 + r0, j0)).masked_fill_(part == 0, 0.0)
-            mi[r0:r1] = part
-        return mi
+            part_gram = None if gram is None else gram[r0:r1]
+            parts.append(self._finisher.scores(counts4[r0:r1], part_gram, i0 + r0, j0))
+        return tuple(
+            None if parts[0][k] is None else self._torch.cat([p[k] for p in parts])
+            for k in range(3)
+        )
 
     def _tile_counts(
         self, i0: int, i1: int, j0: int, j1: int
@@ -407,6 +387,7 @@ class TorchKernel(Kernel):
         """Integer counts ``(width_i * n_nz, width_j * n_nz)`` and the gram, over cell chunks."""
         torch, chunk = self._torch, self._plan.chunk_cells
         n_cells, same = self.data.n_cells, (i0, i1) == (j0, j1)
+        signed = self.scoring.signed
         width_i, width_j = _padded_genes(i1 - i0, self._n_nz), _padded_genes(j1 - j0, self._n_nz)
         counts = gram = None
         for c0 in range(0, n_cells, chunk):
@@ -415,7 +396,7 @@ class TorchKernel(Kernel):
             y_j = y_i if same else self._one_hot(j0, j1, width_j, c0, c1)
             part = self._product(y_i, y_j)
             counts = part if counts is None else counts.add_(part)
-            if self.signed:
+            if signed:
                 x_i = self._dense_values(i0, i1, width_i, c0, c1)
                 x_j = x_i if same else self._dense_values(j0, j1, width_j, c0, c1)
                 g = x_i @ x_j.T
@@ -423,7 +404,7 @@ class TorchKernel(Kernel):
         if counts is None:  # no cells at all
             shape = (width_i * self._n_nz, width_j * self._n_nz)
             counts = torch.zeros(shape, dtype=torch.int32, device=self._dev)
-            if self.signed:
+            if signed:
                 gram = torch.zeros((width_i, width_j), dtype=torch.float64, device=self._dev)
         return counts, gram
 
@@ -468,7 +449,7 @@ class TorchKernel(Kernel):
         return y
 
     def _dense_values(self, g0: int, g1: int, width: int, c0: int, c1: int) -> torch.Tensor:
-        """Dense ``float64`` values ``(width, cells)`` of genes ``g0:g1`` over cells ``c0:c1``."""
+        """Dense ``float64`` sign values ``(width, cells)`` of genes ``g0:g1``, cells ``c0:c1``."""
         n_cols = _round_up(c1 - c0, 8)
         x = self._torch.zeros((width, n_cols), dtype=self._torch.float64, device=self._dev)
         flat = x.view(-1)
@@ -479,91 +460,148 @@ class TorchKernel(Kernel):
 
 
 @dataclass(frozen=True)
-class _GeneStats:
-    """Per-gene constants of the finish on the device, padded with empty genes at the end."""
+class _Finish:
+    """The finish of a tile's counts on the device: the per-gene constants of
+    :class:`~geneverse._data._binned.BinnedGenes` and its tables, and the scoring."""
 
-    bin_counts: Any  # (n_genes + pad, n_nz) int64: cells in bins 1..n_nz
-    expressed: Any  # (n_genes + pad,) int64
-    s_bins: Any  # (n_genes + pad,) float64: sum_a xlogx[bin_counts[g, a]]
-    value_sums: Any
-    varies: Any
+    scoring: Scoring
+    bin_counts: Any  # (n_genes, n_nz) int64: n_g(a), a = 1..n_nz (0 past the gene's bins)
+    expressed: Any  # (n_genes,) int64: z_g
+    bins_xlogx: Any  # (n_genes,) float64
+    occupied: Any  # (n_genes,) int64
+    levels: Any  # (n_genes,) int64: occupied + (z_g < N), the rows of the full table
+    full_inverse: Any  # (n_genes,) float64
+    varies: Any  # (n_genes,) bool
+    value_sums: Any  # (n_genes,) float64
+    value_norms: Any  # (n_genes,) float64
     xlogx: Any  # (n_cells + 1,) float64: m * log2(m)
     log2: Any  # (n_cells + 1,) float64: log2(m), 0 at m = 0
     n_cells: int
+    log2_cells: float  # log2[n_cells], from the table
 
     @classmethod
-    def build(cls, data: BinnedGenes, n_nz: int, pad: int, torch, dev) -> _GeneStats:
-        """Pad every per-gene array with ``pad`` empty genes, so any padded tile can slice it."""
+    def build(cls, data: BinnedGenes, scoring: Scoring, n_nz: int, torch, dev) -> _Finish:
+        """The constants of ``data`` on the device ``dev``."""
         bin_counts = np.asarray(data.bin_counts, dtype=np.int64)
-        bins = np.zeros((data.n_genes + pad, n_nz), dtype=np.int64)
-        bins[: data.n_genes, : bin_counts.shape[1] - 1] = bin_counts[:, 1:]
-        xlogx = np.asarray(data.xlogx, dtype=np.float64)
-        m = np.arange(xlogx.shape[0], dtype=np.float64)
-        log2 = np.log2(m, out=np.zeros_like(m), where=m > 0)
+        bins = np.zeros((data.n_genes, n_nz), dtype=np.int64)
+        bins[:, : bin_counts.shape[1] - 1] = bin_counts[:, 1:]
+        expressed = np.asarray(data.expressed, dtype=np.int64)
+        occupied = np.asarray(data.occupied, dtype=np.int64)
 
-        def padded(values: np.ndarray, dtype) -> Any:
-            full = np.zeros(data.n_genes + pad, dtype=dtype)
-            full[: data.n_genes] = values
-            return torch.as_tensor(full).to(dev)
+        def on_device(values: np.ndarray, dtype) -> Any:
+            return torch.as_tensor(np.ascontiguousarray(values, dtype=dtype)).to(dev)
 
         return cls(
-            bin_counts=torch.as_tensor(bins).to(dev),
-            expressed=torch.as_tensor(bins.sum(axis=1)).to(dev),
-            s_bins=padded(xlogx[bin_counts].sum(axis=1), np.float64),
-            value_sums=padded(np.asarray(data.value_sums), np.float64),
-            varies=padded(np.asarray(data.varies), np.bool_),
-            xlogx=torch.as_tensor(xlogx).to(dev),
-            log2=torch.as_tensor(log2).to(dev),
-            n_cells=data.n_cells,
+            scoring=scoring,
+            bin_counts=on_device(bins, np.int64),
+            expressed=on_device(expressed, np.int64),
+            bins_xlogx=on_device(data.bins_xlogx, np.float64),
+            occupied=on_device(occupied, np.int64),
+            levels=on_device(occupied + (expressed < data.n_cells), np.int64),
+            full_inverse=on_device(data.full_inverse, np.float64),
+            varies=on_device(data.varies, np.bool_),
+            value_sums=on_device(data.value_sums, np.float64),
+            value_norms=on_device(data.value_norms, np.float64),
+            xlogx=on_device(data.xlogx, np.float64),
+            log2=on_device(data.log2, np.float64),
+            n_cells=int(data.n_cells),
+            log2_cells=float(data.log2[data.n_cells]),
         )
 
-    def mutual_information(self, counts4, i0: int, j0: int):
-        """MI (float64, ``>= 0``) of genes ``i0:`` against ``j0:`` from their counts.
+    def scores(self, counts4, gram, i0: int, j0: int) -> tuple:
+        """The scores of genes ``i0:`` against ``j0:`` from their counts and value products.
 
-        ``counts4`` is ``(rows, n_nz, columns, n_nz)``, any integer dtype (DESIGN.md §3).
-        Every floating-point sum is a sequence of element-wise additions in a fixed order
-        (the numba kernel's: bins of ``j`` inside bins of ``i``, then the column
-        marginals), and ``log2`` comes from a table: an entry depends on its counts and
-        the marginals only, never on the shape of the slice, the tile or the device.
-        Integer sums are exact in any order.
+        ``counts4`` is ``(rows, n_nz, columns, n_nz)``, any integer dtype, real genes only;
+        ``gram`` the ``(rows, columns)`` sums of the sign-value products (``None`` when
+        unsigned). Returns the MI (``float32``) and, with a test, the statistic
+        (``float64``) and the degrees of freedom (``int32``), else ``None``: the order of
+        operations of the docs page "How the scores are computed", each step one
+        element-wise operation over the whole slice.
         """
-        xlogx, torch_int64 = self.xlogx, self.expressed.dtype
-        n_rows, n_nz, n_cols = counts4.shape[0], counts4.shape[1], counts4.shape[2]
-        i1, j1 = i0 + n_rows, j0 + n_cols
-        by_col_bin = counts4.new_empty((n_nz, n_rows, n_nz, n_cols), dtype=torch_int64)
-        by_col_bin.copy_(counts4.permute(3, 0, 1, 2))  # (b, i, a, j)
-        in_row_bin = by_col_bin.sum(0)  # (i, a, j): cells with i in a and j expressed
-        in_col_bin = by_col_bin.sum(2)  # (b, i, j)
-        both = in_row_bin.sum(1)
+        import torch
 
-        within = _gather(xlogx, by_col_bin[0])  # (i, a, j): sum over b of xlogx[n_ij(a, b)]
+        scoring, xlogx, n_cells = self.scoring, self.xlogx, self.n_cells
+        f64 = torch.float64
+        n_rows, n_nz, n_cols = counts4.shape[0], counts4.shape[1], counts4.shape[2]
+        rows, cols = slice(i0, i0 + n_rows), slice(j0, j0 + n_cols)
+        by_col_bin = counts4.new_empty((n_nz, n_rows, n_nz, n_cols), dtype=torch.int64)
+        by_col_bin.copy_(counts4.permute(3, 0, 1, 2))  # (b, i, a, j): n(a, b)
+        in_row_bin = by_col_bin.sum(0)  # (i, a, j): r_a
+        in_col_bin = by_col_bin.sum(2)  # (b, i, j): k_b
+        both = in_row_bin.sum(1)  # (i, j): c
+        only_row = self.bin_counts[rows, :, None] - in_row_bin  # (i, a, j): u
+        only_col = self.bin_counts[cols].T[:, None, :] - in_col_bin  # (b, i, j): v
+
+        within = _gather(xlogx, by_col_bin[0])  # (i, a, j): t, b increasing
         for b in range(1, n_nz):
             within += _gather(xlogx, by_col_bin[b])
-        bins_i, bins_j = self.bin_counts[i0:i1], self.bin_counts[j0:j1]
-        joint = within[:, 0] + _gather(xlogx, bins_i[:, 0, None] - in_row_bin[:, 0])
+        s = within[:, 0] + _gather(xlogx, only_row[:, 0])  # S = 0.0 + (t + xlogx[u])
         for a in range(1, n_nz):
-            joint += within[:, a] + _gather(xlogx, bins_i[:, a, None] - in_row_bin[:, a])
+            s += within[:, a] + _gather(xlogx, only_row[:, a])
         for b in range(n_nz):
-            joint += _gather(xlogx, bins_j[None, :, b] - in_col_bin[b])
+            s += _gather(xlogx, only_col[b])
 
-        z_i, z_j = self.expressed[i0:i1, None], self.expressed[None, j0:j1]
+        z_i, z_j = self.expressed[rows, None], self.expressed[None, cols]
         n = z_i + z_j - both
-        entropy_i = _gather(xlogx, n - z_i) + self.s_bins[i0:i1, None]
-        entropy_j = _gather(xlogx, n - z_j) + self.s_bins[None, j0:j1]
-        n_float = n.to(xlogx.dtype).clamp_min_(1.0)
-        # n <= n_cells for real pairs; a padded tile's filler rows (real genes whose counts
-        # it leaves at 0, cut off afterwards) may exceed it.
-        log2_n = _gather(self.log2, n.clamp_max(self.n_cells))
-        mi = log2_n + (joint - entropy_i - entropy_j) / n_float
-        return mi.clamp_min_(0.0).masked_fill_(n == 0, 0.0)
+        neither = n_cells - n
+        s_full = s + _gather(xlogx, neither)
+        if scoring.include_zeros:
+            total, s_table = torch.full_like(n, n_cells), s_full
+        else:
+            total, s_table = n, s
+        y_i, y_j = total - z_i, total - z_j
+        s_i = _gather(xlogx, y_i) + self.bins_xlogx[rows, None]
+        s_j = _gather(xlogx, y_j) + self.bins_xlogx[None, cols]
+        safe_float = total.clamp_min(1).to(f64)  # T, where T > 0 (T <= N: in the tables)
+        mi = _gather(self.log2, total) + ((s_table - s_i) - s_j) / safe_float
+        if scoring.miller_madow:
+            m = (by_col_bin > 0).sum((0, 2)) + (only_row > 0).sum(1) + (only_col > 0).sum(0)
+            if scoring.include_zeros:
+                m += neither > 0
+            m_i = self.occupied[rows, None] + (y_i > 0)
+            m_j = self.occupied[None, cols] + (y_j > 0)
+            mi = mi + (m_i + m_j - m - 1).to(f64) / ((2.0 * safe_float) * _LN2)
+        mi = torch.where(total > 0, mi, 0.0).clamp_min_(0.0)
+        if gram is not None:
+            mi = self._signed(mi, gram, rows, cols)
+        mi = (mi + 0.0).to(torch.float32)  # never -0.0
+        if not scoring.g_test:
+            return mi, None, None
+        return (mi, *self._g_test(s_full, z_i, z_j, rows, cols))
 
-    def signs(self, gram, i0: int, j0: int):
-        """Sign of the covariance of genes ``i0:`` and ``j0:`` from their gram, 0 where
-        either gene is constant (DESIGN.md §2.4)."""
-        i1, j1 = i0 + gram.shape[0], j0 + gram.shape[1]
-        cov = self.n_cells * gram - self.value_sums[i0:i1, None] * self.value_sums[None, j0:j1]
-        defined = self.varies[i0:i1, None] & self.varies[None, j0:j1]
-        return cov.sign_().mul_(defined)
+    def _signed(self, mi, gram, rows: slice, cols: slice):
+        """``mi`` with the sign of each pair's covariance; 0 where it is undefined or 0 to
+        working precision (within its rounding bound)."""
+        import torch
+
+        n_cells = float(self.n_cells)
+        sums_i, sums_j = self.value_sums[rows, None], self.value_sums[None, cols]
+        norms_i, norms_j = self.value_norms[rows, None], self.value_norms[None, cols]
+        products = sums_i * sums_j
+        covariance = n_cells * gram - products
+        bound = SIGN_TOLERANCE * ((n_cells * norms_i) * norms_j + products.abs())
+        defined = self.varies[rows, None] & self.varies[None, cols] & (covariance.abs() > bound)
+        return torch.where(defined, torch.where(covariance < 0, -mi, mi), 0.0)
+
+    def _g_test(self, s_full, z_i, z_j, rows: slice, cols: slice) -> tuple:
+        """Williams-corrected G statistic of each pair's full table and its dof."""
+        import torch
+
+        n_cells, xlogx, f64 = self.n_cells, self.xlogx, torch.float64
+        if n_cells > 0:
+            g_i = _gather(xlogx, n_cells - z_i) + self.bins_xlogx[rows, None]
+            g_j = _gather(xlogx, n_cells - z_j) + self.bins_xlogx[None, cols]
+            plugin = self.log2_cells + ((s_full - g_i) - g_j) / float(n_cells)
+        else:
+            plugin = torch.zeros_like(s_full)
+        g = plugin.clamp_min_(0.0) * ((2.0 * n_cells) * _LN2)
+        dof = (self.levels[rows, None] - 1) * (self.levels[None, cols] - 1)
+        n_float = float(n_cells)
+        inverse_i = n_float * self.full_inverse[rows, None] - 1.0
+        inverse_j = n_float * self.full_inverse[None, cols] - 1.0
+        q = 1.0 + (inverse_i * inverse_j) / ((6.0 * n_float) * dof.clamp_min(1).to(f64))
+        statistic = torch.where(dof > 0, g / q, 0.0)
+        return statistic, dof.to(torch.int32)
 
 
 def _gather(table, index):
@@ -597,7 +635,7 @@ def _padded_genes(n_genes: int, n_nz: int) -> int:
 def _finish_rows(width_j: int, n_nz: int, budget: int) -> int:
     """Rows finished at once so that the finish's temporaries fit ``budget`` bytes.
 
-    Per row and column: the counts transposed (``n_nz**2`` integers of up to 8 bytes),
-    the per-bin sums and their gathers (a few ``n_nz`` of 8 bytes).
+    Per row and column: the counts transposed (``n_nz**2`` integers of 8 bytes, and their
+    mask for Miller–Madow), the per-bin sums and their gathers (a few ``n_nz`` of 8 bytes).
     """
-    return max(1, budget // (max(width_j, 1) * n_nz * (n_nz + 6) * 8))
+    return max(1, budget // (max(width_j, 1) * (n_nz + 1) * (n_nz + 8) * 8))

@@ -6,12 +6,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 from scipy.cluster import hierarchy
 
 from .._data._genes import gene_positions, symbols_column
 from .._utils import check_whole_number
+from ..get._network import module_column
 from ..get._pairs import mi_matrix, strongest_abs_mi, used_genes
 
 if TYPE_CHECKING:
@@ -22,6 +24,14 @@ if TYPE_CHECKING:
 #: Above this many genes the tick labels would overlap: they are left out.
 _MAX_LABELLED = 200
 _COLORBAR_LABEL = "signed MI (bits)"
+#: The ``var`` column of ``modules=True`` (``key_added`` of ``gv.tl.modules``).
+_MODULE_KEY = "gv_module"
+#: The colour of genes in no module in the module bars.
+_NO_MODULE_COLOUR = "0.92"
+#: Width of a module bar, as a share of the heatmap's side.
+_BAR = 0.025
+#: Font size of the module names beside the bar.
+_MODULE_FONTSIZE = 9.0
 
 
 def mi_heatmap(
@@ -33,6 +43,7 @@ def mi_heatmap(
     n_genes: int = 50,
     cluster: bool = True,
     gene_symbols: str | None = None,
+    modules: bool | str = False,
     cmap: str | Colormap = "RdBu_r",
     ax: Axes | None = None,
     show: bool | None = None,
@@ -64,11 +75,19 @@ def mi_heatmap(
     n_genes
         How many genes to show when ``genes`` is ``None`` or a column name.
     cluster
-        Order the genes by hierarchical clustering. Otherwise a list of genes is shown in
-        the given order, and selected genes by their strongest pair.
+        Order the genes by hierarchical clustering (within each module, with
+        ``modules``). Otherwise a list of genes is shown in the given order, and selected
+        genes by their strongest pair.
     gene_symbols
         Column of ``adata.var`` with the gene names to show (and to look ``genes`` up in),
         for data indexed by Ensembl IDs, such as ``"feature_name"`` in CELLxGENE files.
+    modules
+        Show the gene modules of :func:`geneverse.tl.modules` as colour bars along the top
+        and the right side, with their names, and group the genes by module (largest
+        first, genes in no module last, in light grey). ``True`` reads
+        ``adata.var["gv_module"]``; a string names another ``var`` column of modules.
+        With ``genes=None`` (or a column name), the genes shown are those of modules, the
+        strongest of each module in turn, so that every module is shown.
     cmap
         A diverging colormap (name or :class:`~matplotlib.colors.Colormap`).
     ax
@@ -84,6 +103,8 @@ def mi_heatmap(
     The :class:`~matplotlib.figure.Figure` if ``return_fig=True``; otherwise the
     :class:`~matplotlib.axes.Axes` of the heatmap if the figure is not shown, else ``None``.
     The image is ``ax.images[0]``; its colour bar is labelled ``"signed MI (bits)"``.
+    With ``modules``, the module bars are the first two child axes of ``ax`` (an image
+    each, labelled ``"modules"``).
 
     Examples
     --------
@@ -93,26 +114,30 @@ def mi_heatmap(
     >>> gv.tl.coexpression(adata)
     >>> gv.pl.mi_heatmap(adata, n_genes=40)  # doctest: +SKIP
     >>> gv.pl.mi_heatmap(adata, ["CD79A", "CD79B", "MS4A1", "NKG7", "GNLY"])  # doctest: +SKIP
+    >>> gv.tl.modules(adata)  # doctest: +SKIP
+    >>> gv.pl.mi_heatmap(adata, modules=True)  # doctest: +SKIP
     """
     import matplotlib.pyplot as plt
 
     mi = mi_matrix(adata, key, group)  # a clear error first if coexpression has not run
+    column = _module_column(adata, modules)
     positions, title = _select(
-        adata, mi, genes, key=key, n_genes=n_genes, gene_symbols=gene_symbols
+        adata, mi, genes, key=key, n_genes=n_genes, gene_symbols=gene_symbols, modules=column
     )
     if group is not None:
         title = f"{title} in {group}"
     values = _submatrix(mi, positions)
-    if cluster:
-        order = cluster_order(values)
-        positions, values = positions[order], values[np.ix_(order, order)]
+    order = _order(values, None if column is None else column.to_numpy()[positions], cluster)
+    positions, values = positions[order], values[np.ix_(order, order)]
     labels = _labels(adata, positions, gene_symbols)
 
     if ax is None:
         fig, ax = plt.subplots(figsize=_figsize(len(labels)), layout="constrained")
     else:
         fig = ax.figure
-    _draw(fig, ax, values, labels, cmap=cmap, title=title)
+    _draw(fig, ax, values, labels, cmap=cmap, title=title, modules=column is not None)
+    if column is not None:
+        _module_bars(ax, column, positions)
 
     if return_fig:
         return fig
@@ -139,6 +164,34 @@ def cluster_order(values: np.ndarray) -> np.ndarray:
     return hierarchy.leaves_list(linkage)
 
 
+def _module_column(adata: AnnData, modules: bool | str) -> pd.Series | None:
+    """The modules to draw: ``None``, or the categorical ``var`` column."""
+    if isinstance(modules, bool | np.bool_):
+        return module_column(adata, _MODULE_KEY) if modules else None
+    if not isinstance(modules, str):
+        raise TypeError(
+            f"modules must be True, False or the name of a var column of modules, not {modules!r}."
+        )
+    return module_column(adata, modules)
+
+
+def _order(values: np.ndarray, modules: np.ndarray | None, cluster: bool) -> np.ndarray:
+    """The order of the shown genes: by module (in category order, no module last), and
+    by clustering within each module (or within all, without modules)."""
+    n = values.shape[0]
+    if modules is None:
+        return cluster_order(values) if cluster else np.arange(n)
+    codes = pd.Categorical(modules).codes
+    codes = np.where(codes < 0, codes.max(initial=0) + 1, codes)
+    order = []
+    for code in np.unique(codes):
+        members = np.flatnonzero(codes == code)
+        if cluster:
+            members = members[cluster_order(values[np.ix_(members, members)])]
+        order.append(members)
+    return np.concatenate(order) if order else np.arange(0)
+
+
 def _select(
     adata: AnnData,
     mi: np.ndarray | sparse.spmatrix,
@@ -147,6 +200,7 @@ def _select(
     key: str,
     n_genes: int,
     gene_symbols: str | None,
+    modules: pd.Series | None = None,
 ) -> tuple[np.ndarray, str]:
     """Positions (in ``adata.var_names``) of the genes to show, and the plot's title."""
     if gene_symbols is not None:
@@ -159,11 +213,40 @@ def _select(
             candidates = np.intersect1d(candidates, gene_positions(adata, genes))
             what = f"{genes} genes"
         score = strongest_abs_mi(mi)[candidates]
+        if modules is not None:
+            chosen = _each_module_in_turn(candidates, score, modules, n_genes)
+            title = f"Signed MI of {chosen.size} {what} of {_n_modules(modules, chosen)} modules"
+            return chosen, title
         chosen = candidates[np.argsort(-score, kind="stable")[:n_genes]]
         return chosen, f"Signed MI of the {chosen.size} {what} with the strongest pairs"
     positions = gene_positions(adata, genes, gene_symbols=gene_symbols)
     _check_used(adata, positions, key, gene_symbols)
     return positions, f"Signed MI of {positions.size} genes"
+
+
+def _each_module_in_turn(
+    candidates: np.ndarray, score: np.ndarray, modules: pd.Series, n_genes: int
+) -> np.ndarray:
+    """Up to ``n_genes`` genes of modules: each module's strongest first, in turn."""
+    codes = pd.Categorical(modules).codes[candidates]
+    in_module = codes >= 0
+    if not in_module.any():
+        raise ValueError(
+            f"No gene with MI is in a module of adata.var[{modules.name!r}]; run "
+            "gv.tl.modules on this MI first, or pass modules=False."
+        )
+    candidates, score, codes = candidates[in_module], score[in_module], codes[in_module]
+    by_strength = np.lexsort((candidates, -score))
+    candidates, codes = candidates[by_strength], codes[by_strength]
+    rank = np.empty(codes.size, dtype=np.int64)  # the gene's rank within its module
+    for code in np.unique(codes):
+        members = np.flatnonzero(codes == code)
+        rank[members] = np.arange(members.size)
+    return candidates[np.lexsort((codes, rank))][:n_genes]
+
+
+def _n_modules(modules: pd.Series, positions: np.ndarray) -> int:
+    return int(np.unique(pd.Categorical(modules).codes[positions]).size)
 
 
 def _check_used(adata: AnnData, positions: np.ndarray, key: str, gene_symbols: str | None) -> None:
@@ -201,8 +284,18 @@ def _fontsize(n_genes: int) -> float:
     return float(np.clip(350 / max(n_genes, 1), 4.0, 10.0))
 
 
-def _draw(fig: Figure, ax: Axes, values: np.ndarray, labels: list[str], *, cmap, title: str):
-    """The image, symmetric colour scale, gene labels and colour bar."""
+def _draw(
+    fig: Figure,
+    ax: Axes,
+    values: np.ndarray,
+    labels: list[str],
+    *,
+    cmap,
+    title: str,
+    modules: bool = False,
+):
+    """The image, symmetric colour scale, gene labels and colour bar (further right, and
+    the title higher, when module bars take the top and the right side)."""
     from matplotlib import colormaps
     from matplotlib.colors import Colormap
 
@@ -223,9 +316,60 @@ def _draw(fig: Figure, ax: Axes, values: np.ndarray, labels: list[str], *, cmap,
     ax.set_xticks(ticks, shown, rotation=90, fontsize=_fontsize(n))
     ax.set_yticks(ticks, shown, fontsize=_fontsize(n))
     ax.tick_params(length=2)
-    ax.set_title(title)
-    fig.colorbar(image, ax=ax, shrink=0.5, aspect=25, label=_COLORBAR_LABEL)
+    ax.set_title(title, pad=_BAR_POINTS * 2 if modules else 6.0)
+    pad = 0.09 if modules else 0.05
+    fig.colorbar(image, ax=ax, shrink=0.5, aspect=25, pad=pad, label=_COLORBAR_LABEL)
     return image
+
+
+#: Room for a module bar above the heatmap, in points (the title's pad).
+_BAR_POINTS = 12.0
+
+
+def _module_bars(ax: Axes, column: pd.Series, positions: np.ndarray) -> None:
+    """Colour bars of the genes' modules along the top and the right side of the heatmap,
+    with the modules' names beside the right one."""
+    from matplotlib.colors import ListedColormap, to_rgba
+
+    categories = list(column.cat.categories)
+    codes = pd.Categorical(column).codes[positions]
+    colours = [to_rgba(colour) for colour in _module_colours(len(categories))]
+    colours.append(to_rgba(_NO_MODULE_COLOUR))
+    index = np.where(codes < 0, len(categories), codes)
+    colormap = ListedColormap(colours)
+    n = positions.size
+    for bounds, image in (
+        ((0.0, 1.0 + _BAR / 2, 1.0, _BAR), index[None, :]),
+        ((1.0 + _BAR / 2, 0.0, _BAR, 1.0), index[:, None]),
+    ):
+        bar = ax.inset_axes(bounds)
+        bar.imshow(image, cmap=colormap, vmin=-0.5, vmax=len(colours) - 0.5, aspect="auto",
+                   interpolation="nearest")  # fmt: skip
+        bar.set_axis_off()
+        bar.set_label("modules")
+    right = ax.child_axes[-1]
+    # A module's name is written when its block is tall enough for it (the axes' height
+    # before the layout is final is close enough to decide that).
+    points_per_gene = ax.get_window_extent().height * 72 / ax.figure.dpi / max(n, 1)
+    for code in np.unique(codes[codes >= 0]):
+        members = np.flatnonzero(codes == code)
+        if members.size * points_per_gene < _MODULE_FONTSIZE + 1:
+            continue
+        right.text(
+            1.4, (members.min() + members.max()) / 2, categories[code],
+            fontsize=_MODULE_FONTSIZE, va="center", ha="left",
+            transform=right.get_yaxis_transform(),
+        )  # fmt: skip
+
+
+def _module_colours(n: int) -> list:
+    """One colour per module: scanpy's default palettes (20, then 28, then 102 colours)."""
+    from scanpy.plotting import palettes
+
+    for palette in (palettes.default_20, palettes.default_28, palettes.default_102):
+        if n <= len(palette):
+            return list(palette[:n])
+    return [palettes.default_102[i % len(palettes.default_102)] for i in range(n)]
 
 
 def _resolve_show(show: bool | None) -> bool:

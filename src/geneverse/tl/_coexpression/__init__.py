@@ -16,7 +16,13 @@ import numpy as np
 from anndata import AnnData
 
 from ... import _logging as logg
-from ..._data._chunked import chunk_source, chunked_matrix, chunked_value_runs, is_chunked
+from ..._data._chunked import (
+    DaskSource,
+    chunk_source,
+    chunked_matrix,
+    chunked_value_runs,
+    is_chunked,
+)
 from ..._data._genes import GeneSelection
 from ..._data._matrix import Selection, check_values, matrix_digest, select_matrix
 from ..._settings import settings
@@ -44,6 +50,7 @@ from ._results import GroupResult, cached, combined_digest
 from ._run import Computation, group_labels, run_chunked, run_in_memory
 from ._scoring import kernel_scoring
 from ._store import store
+from ._tiles import run_tiles
 
 
 @doc_params(
@@ -274,8 +281,9 @@ def _compute(
             )  # fmt: skip
         labels = group_labels(groups, source.n_cells)
         runs, digests = chunked_value_runs(source, gene_names, cell_names, labels, len(groups))
+        run = run_tiles if isinstance(source, DaskSource) else run_chunked
         return cached(
-            lambda: run_chunked(source, runs, groups, computation),
+            lambda: run(source, runs, groups, computation),
             combined_digest(digests), key_parts, use_cache,
         )  # fmt: skip
     matrix = selection.in_memory()

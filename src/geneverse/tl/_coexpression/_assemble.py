@@ -1,9 +1,13 @@
-"""Assemble the MI matrix from a kernel's row blocks: dense, sparse rectangle, or top-k.
+"""Assemble the symmetric matrix of scores from tiles: dense, sparse rectangle, or top-k.
 
-A kernel hands out blocks ``rows start:stop × columns start:``; an assembler keeps what
-the user asked for, so the dense ``genes × genes`` matrix is only ever built when it is
-the requested output. A block may come with a payload (the pairs' p-values), which is
-kept at the same positions as the MI.
+A tile is a block of rows ``r0:r1`` against the columns ``c0:c0 + width``: either a row
+block (``c0 == r0``: its own pairs both ways, diagonal included) or a rectangle of
+disjoint genes (``c0 >= r1``). An assembler keeps what the user asked for, so the dense
+``genes × genes`` matrix is only ever built when it is the requested output. A tile may
+come with a payload (the pairs' p-values), kept at the same positions as the scores.
+Each pair must come in one tile only; for the top-k, the tiles of each gene must come in
+increasing order of their partners (row blocks in order, or tiles in order of their
+(row block, column block)).
 """
 
 from __future__ import annotations
@@ -23,8 +27,16 @@ class Assembler(ABC):
         self.n = n
 
     @abstractmethod
-    def add(self, start: int, block: np.ndarray, payload: np.ndarray | None = None) -> None:
-        """Take ``block``: rows ``start:start+len(block)``, columns ``start:n``."""
+    def add(
+        self,
+        start: int,
+        block: np.ndarray,
+        payload: np.ndarray | None = None,
+        first_column: int | None = None,
+    ) -> None:
+        """Take the tile ``block``: rows ``start:start + len(block)`` against the columns
+        ``first_column:first_column + block.shape[1]`` (``None``: a row block, from
+        ``start``)."""
 
     @abstractmethod
     def result(self) -> tuple[Matrix, Matrix | None]:
@@ -39,21 +51,23 @@ class DenseAssembler(Assembler):
         self._matrix = np.zeros((n, n), dtype=np.float32)
         self._payload: np.ndarray | None = None
 
-    def add(self, start: int, block: np.ndarray, payload: np.ndarray | None = None) -> None:
-        _place(self._matrix, start, block)
+    def add(self, start, block, payload=None, first_column=None) -> None:
+        first = start if first_column is None else first_column
+        _place(self._matrix, start, first, block)
         if payload is not None:
             if self._payload is None:
                 self._payload = np.ones((self.n, self.n), dtype=np.float32)
-            _place(self._payload, start, payload)
+            _place(self._payload, start, first, payload)
 
     def result(self) -> tuple[np.ndarray, np.ndarray | None]:
         return self._matrix, self._payload
 
 
-def _place(matrix: np.ndarray, start: int, block: np.ndarray) -> None:
-    stop = start + block.shape[0]
-    matrix[start:stop, start:] = block
-    matrix[start:, start:stop] = block.T
+def _place(matrix: np.ndarray, start: int, first: int, block: np.ndarray) -> None:
+    rows = slice(start, start + block.shape[0])
+    columns = slice(first, first + block.shape[1])
+    matrix[rows, columns] = block
+    matrix[columns, rows] = block.T
 
 
 class SparseAssembler(Assembler):
@@ -63,10 +77,11 @@ class SparseAssembler(Assembler):
         super().__init__(n)
         self._parts: list[tuple[np.ndarray, ...]] = []
 
-    def add(self, start: int, block: np.ndarray, payload: np.ndarray | None = None) -> None:
+    def add(self, start, block, payload=None, first_column=None) -> None:
+        first = start if first_column is None else first_column
         rows, cols = np.nonzero(block)
         extra = () if payload is None else (payload[rows, cols],)
-        self._parts.append((rows + start, cols + start, block[rows, cols], *extra))
+        self._parts.append((rows + start, cols + first, block[rows, cols], *extra))
 
     def result(self) -> tuple[sparse.csr_matrix, sparse.csr_matrix | None]:
         rows, cols, values, *extra = (np.concatenate(p) for p in zip(*self._parts, strict=True))
@@ -88,18 +103,34 @@ class TopKAssembler(Assembler):
         self._value = np.zeros((n, k), dtype=np.float32)
         self._payload: np.ndarray | None = None
 
-    def add(self, start: int, block: np.ndarray, payload: np.ndarray | None = None) -> None:
+    def add(self, start, block, payload=None, first_column=None) -> None:
         if payload is not None and self._payload is None:
             self._payload = np.ones((self.n, self.k), dtype=np.float32)
-        stop = start + block.shape[0]
-        # The block's genes see all their partners from ``start`` on in their rows; the
-        # genes after the block see the block's genes in its columns.
-        columns = np.arange(start, self.n)
-        self._merge(np.arange(start, stop), np.broadcast_to(columns, block.shape), block, payload)
-        later = block[:, stop - start :].T
-        rows = np.broadcast_to(np.arange(start, stop), later.shape)
-        later_payload = None if payload is None else payload[:, stop - start :].T
-        self._merge(np.arange(stop, self.n), rows, later, later_payload)
+        first = start if first_column is None else first_column
+        n_rows, n_cols = block.shape
+        # The tile's row genes see all its columns as partners; its column genes see the
+        # row genes in their column, except (in a row block) the columns that are rows too.
+        columns = np.arange(first, first + n_cols)
+        self._merge(
+            np.arange(start, start + n_rows), np.broadcast_to(columns, block.shape), block, payload
+        )
+        skip = n_rows if first == start else 0
+        later = block[:, skip:].T
+        rows = np.broadcast_to(np.arange(start, start + n_rows), later.shape)
+        later_payload = None if payload is None else payload[:, skip:].T
+        self._merge(columns[skip:], rows, later, later_payload)
+
+    def add_candidates(self, genes, partners, values, payload=None) -> None:
+        """Merge each of ``genes``' best candidate ``partners`` (``(len(genes), m)``, ascending
+        in each row, ``-1`` for none) found elsewhere, e.g. a tile's own top-k."""
+        if payload is not None and self._payload is None:
+            self._payload = np.ones((self.n, self.k), dtype=np.float32)
+        self._merge(genes, partners, values, payload)
+
+    def candidates(self, genes: np.ndarray):
+        """The current lists of ``genes``: partners, values and payload (or ``None``)."""
+        payload = None if self._payload is None else self._payload[genes]
+        return self._partner[genes], self._value[genes], payload
 
     def _merge(self, genes, partners, values, payload) -> None:
         """Merge candidate ``partners`` (ascending in each row) into the genes' lists."""

@@ -47,6 +47,35 @@ def check_output_fits(n_vars: int, plan: GenePlan, options: Options, n_groups: i
         )
 
 
+#: Bytes per entry of the compact bins (gene, bin, sign value), of a kernel's own copy of
+#: them, and of the bins layer that is stored.
+COMPACT_BYTES, KERNEL_BYTES, LAYER_BYTES = 13, 11, 5
+
+
+def check_compact_bins_fit(n_entries: int, n_genes: int, source: str, *, on_workers: bool) -> None:
+    """Refuse, after pass 1 and before pass 2, compact bins that cannot fit in memory.
+
+    ``n_entries`` are the nonzero values of the used genes; ``on_workers``: the counting
+    runs on Dask workers, and only the bins layer comes here.
+
+    Raises
+    ------
+    MemoryError
+        With the estimate, and the ways out.
+    """
+    per_entry = LAYER_BYTES if on_workers else COMPACT_BYTES + KERNEL_BYTES + LAYER_BYTES
+    needed = n_entries * per_entry
+    available = psutil.virtual_memory().available
+    if needed > available:
+        where = "the bins layer of" if on_workers else "the compact bins of"
+        raise MemoryError(
+            f"{where} {n_entries:,} nonzero values of {n_genes} genes of {source} need about "
+            f"{_gigabytes(needed)}, but only {_gigabytes(available)} of memory is available. "
+            "Select fewer genes with genes=... (for example 'highly_variable'), or pass X as "
+            "a Dask array to a dask.distributed cluster, whose workers then hold the bins."
+        )
+
+
 def cooccurrence_work(data: BinnedGenes, n_rows: int) -> float:
     """Increments of the co-occurrence counts: pairs of a cell's entries, one a row gene."""
     per_cell = np.diff(data.indptr).astype(np.float64)

@@ -21,7 +21,7 @@ from ..._data._chunked import ChunkSource, chunked_entries
 from ..._utils import MI, Method
 from ...kernels import Kernel, Scoring
 from ._assemble import Assembler, DenseAssembler, SparseAssembler, TopKAssembler
-from ._estimate import estimate_run
+from ._estimate import check_compact_bins_fit, estimate_run
 from ._measures import MeasureScorer
 from ._plan import GenePlan, Group
 from ._results import GroupResult
@@ -79,6 +79,8 @@ def run_chunked(
 
     ``runs`` are pass 1's merged value runs of each group.
     """
+    n_entries = sum(int(group_runs.counts.sum()) for group_runs in runs)
+    check_compact_bins_fit(n_entries, computation.plan.n_genes, source.source, on_workers=False)
     genes = [
         GeneBins.of_runs(group_runs, group.cells.size, computation.n_bins)
         for group_runs, group in zip(runs, groups, strict=True)
@@ -115,6 +117,13 @@ def _mi_result(
     if computation.n_permutations:
         assert cells is not None
         pvalues = _permutation_pvalues(cells, mi, computation)
+    return scores_of_result(binned, computation, mi, pvalues)
+
+
+def scores_of_result(
+    binned: BinnedGenes, computation: Computation, mi: Any, pvalues: Any
+) -> GroupResult:
+    """A group's result from its binned data and assembled MI (and p-values)."""
     scores = {MI: mi}
     if pvalues is not None:
         tested = computation.plan.tested()
@@ -144,15 +153,18 @@ def _permutation_pvalues(
     return permutation_pvalues(exceed, n).astype(np.float32)
 
 
+def assembler_of(top_k: int | None, n_genes: int, *, against: bool) -> Assembler:
+    """The assembler of the output asked for: top-k, a sparse rectangle, or dense."""
+    if top_k is not None:
+        return TopKAssembler(n_genes, top_k)
+    if against:
+        return SparseAssembler(n_genes)
+    return DenseAssembler(n_genes)
+
+
 def assemble(blocks: Iterable[ScoredBlock], plan: GenePlan, top_k: int | None):
     """The symmetric matrix of the plan's genes (and the p-values') from row blocks."""
-    assembler: Assembler
-    if top_k is not None:
-        assembler = TopKAssembler(plan.n_genes, top_k)
-    elif plan.in_against is not None:
-        assembler = SparseAssembler(plan.n_genes)
-    else:
-        assembler = DenseAssembler(plan.n_genes)
+    assembler = assembler_of(top_k, plan.n_genes, against=plan.in_against is not None)
     for block in blocks:
         mi, pvalues = block.mi, block.pvalues
         wanted = plan.pair_mask(block.start, block.start + mi.shape[0])

@@ -27,20 +27,23 @@ def kernel_scoring(*, signed: bool, zeros: Zeros, estimator: Estimator, g_test: 
 
 @dataclass(frozen=True)
 class ScoredBlock:
-    """Rows ``start:start + len(mi)`` against the columns from ``start``: the MI and, with a
-    test, the p-values (``float32``, 1 on the diagonal)."""
+    """Rows ``start:start + len(mi)`` against the columns of the request: the MI and, with
+    a test, the p-values (``float32``, 1 on the diagonal)."""
 
     start: int
     mi: np.ndarray
     pvalues: np.ndarray | None
 
 
-def scored_row_blocks(kernel: Kernel, n_rows: int) -> Iterator[ScoredBlock]:
-    """The kernel's row blocks over the first ``n_rows`` genes, with their p-values."""
+def scored_row_blocks(
+    kernel: Kernel, n_rows: int, first_column: int | None = None
+) -> Iterator[ScoredBlock]:
+    """The kernel's blocks of the first ``n_rows`` genes, with their p-values: row blocks,
+    or against the genes from ``first_column`` (see :meth:`geneverse.kernels.Kernel.scores`)."""
     step = max(1, kernel.preferred_block_rows)
     starts = range(0, n_rows, step)
     for start in logg.progress(starts, total=len(starts), description="gene blocks"):
-        scores = kernel.scores(start, min(n_rows, start + step))
+        scores = kernel.scores(start, min(n_rows, start + step), first_column)
         pvalues = None
         if scores.statistic is not None:
             pvalues = g_test_pvalues(scores.statistic, scores.dof)

@@ -1,0 +1,197 @@
+"""``gv.pl.differential``: each pair's MI in the reference against its MI in the group."""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._utils import check_number, check_whole_number
+from ..get._network import DMI, network, pair_score, values_at
+from ._heatmap import _resolve_show
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+#: Colours of pairs that gain MI in the group, lose it, or do not change significantly.
+GAIN, LOSS, SAME = "#b2182b", "#2166ac", "0.75"
+
+
+def differential(
+    adata: AnnData,
+    key: str = "gv_diff",
+    *,
+    n_labels: int = 10,
+    max_q: float = 0.05,
+    gene_symbols: str | None = None,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
+) -> Axes | Figure | None:
+    """Scatter of each gene pair's MI in the reference (x) against its MI in the group (y).
+
+    Shows the result of :func:`geneverse.tl.differential_coexpression`. Pairs on the
+    diagonal have the same MI in both groups; pairs above it gain MI in the group (red),
+    pairs below it lose MI (blue), coloured when their q-value is at most ``max_q`` (grey
+    otherwise, or every pair when the run had no permutations). The ``n_labels`` most
+    changed significant pairs (largest ``|dmi|``) are labelled.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix on which :func:`~geneverse.tl.differential_coexpression` ran.
+    key
+        Its ``key_added``.
+    n_labels
+        How many of the most changed pairs to label (0: none).
+    max_q
+        The q-value up to which a pair's change counts as significant (coloured).
+    gene_symbols
+        Column of ``adata.var`` with the gene names to write in the labels.
+    ax
+        Draw into these axes. ``None``: a new figure.
+    show
+        Show the figure (:func:`matplotlib.pyplot.show`). ``None``: as
+        ``scanpy.settings.autoshow``.
+    return_fig
+        Return the :class:`~matplotlib.figure.Figure` (and do not show it).
+
+    Returns
+    -------
+    The :class:`~matplotlib.figure.Figure` if ``return_fig=True``; otherwise the
+    :class:`~matplotlib.axes.Axes` if the figure is not shown, else ``None``.
+
+    Examples
+    --------
+    >>> gv.tl.differential_coexpression(adata, "bulk_labels", group="CD14+ Monocyte",
+    ...                                 reference="Dendritic")  # doctest: +SKIP
+    >>> gv.pl.differential(adata)  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+
+    pairs, names = _pairs(adata, key)
+    n_labels = check_whole_number("n_labels", n_labels, minimum=0, what="labels")
+    max_q = check_number("max_q", max_q, what="a q-value bound")
+    significant = (
+        pairs["qval"].to_numpy() <= max_q if "qval" in pairs else np.zeros(len(pairs), dtype=bool)
+    )
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.2, 5.0), layout="constrained")
+    else:
+        fig = ax.figure
+    _scatter(ax, pairs, significant, names, max_q="qval" in pairs and max_q)
+    labelled = pairs[significant if "qval" in pairs else np.ones(len(pairs), dtype=bool)]
+    _label(ax, labelled.head(n_labels), adata, gene_symbols)
+    if return_fig:
+        return fig
+    if _resolve_show(show):
+        plt.show()
+        return None
+    return ax
+
+
+def _pairs(adata: AnnData, key: str) -> tuple[pd.DataFrame, tuple[str, str]]:
+    """Every changed pair (strongest ``|dmi|`` first) with its MI in each group."""
+    stored = pair_score(adata, key)
+    if stored.name != DMI:
+        raise ValueError(
+            f"key={key!r} holds no differential co-expression (no adata.varp['{key}_dmi']); "
+            "run gv.tl.differential_coexpression(adata, groupby, group=..., reference=..., "
+            f"key_added={key!r}) first."
+        )
+    group, reference = (str(name) for name in np.asarray(adata.uns[key]["groups"]).ravel())
+    pairs = network(adata, key)
+    rows = adata.var_names.get_indexer(pairs["source"])
+    cols = adata.var_names.get_indexer(pairs["target"])
+    for name, column in ((group, "mi_group"), (reference, "mi_reference")):
+        matrix = pair_score(adata, key, group=name).values
+        pairs[column] = values_at(matrix, rows, cols, fill=0.0)
+    return pairs, (group, reference)
+
+
+def _scatter(ax: Axes, pairs: pd.DataFrame, significant, names, *, max_q) -> None:
+    group, reference = names
+    x, y = pairs["mi_reference"].to_numpy(), pairs["mi_group"].to_numpy()
+    gain = significant & (pairs[DMI].to_numpy() > 0)
+    loss = significant & (pairs[DMI].to_numpy() < 0)
+    rest = ~(gain | loss)
+    kinds = (
+        (rest, SAME, "no significant change" if max_q else "pairs"),
+        (gain, GAIN, f"more MI in {group}"),
+        (loss, LOSS, f"less MI in {group}"),
+    )
+    for mask, colour, label in kinds:
+        if mask.any():
+            ax.scatter(x[mask], y[mask], s=4, c=colour, lw=0, rasterized=True,
+                       label=f"{label} ({int(mask.sum()):,})")  # fmt: skip
+    low = float(min(x.min(initial=0), y.min(initial=0)))
+    high = float(max(x.max(initial=0), y.max(initial=0)))
+    margin = 0.05 * (high - low or 1.0)
+    limits = (low - margin, high + margin)
+    ax.plot(limits, limits, ls="--", lw=0.8, c="0.3", zorder=0)
+    ax.set_xlim(limits)
+    ax.set_ylim(limits)
+    ax.set_aspect("equal")
+    ax.set_xlabel(f"signed MI in {reference} (bits)")
+    ax.set_ylabel(f"signed MI in {group} (bits)")
+    title = f"Differential co-expression, {group} vs {reference}"
+    ax.set_title(title + (f"\n(coloured: q ≤ {max_q:g})" if max_q else ""), fontsize=10)
+    ax.legend(loc="upper left", fontsize=8, markerscale=3, frameon=False)
+
+
+def _label(ax: Axes, pairs: pd.DataFrame, adata: AnnData, gene_symbols: str | None) -> None:
+    """Label the pairs, each beside its point, moved apart vertically where they overlap."""
+    if pairs.empty:
+        return
+    names = (
+        pd.Series(adata.var_names, index=adata.var_names)
+        if gene_symbols is None
+        else adata.var[gene_symbols].astype(str)
+    )
+    texts = [
+        ax.annotate(
+            f"{names[row.source]}–{names[row.target]}",
+            (row.mi_reference, row.mi_group),
+            xytext=(6, 0),
+            textcoords="offset points",
+            fontsize=7,
+            va="center",
+            arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.4", "shrinkA": 0},
+        )
+        for row in pairs.itertuples()
+    ]
+    spread_labels(ax, texts)
+
+
+def spread_labels(ax: Axes, texts: list, *, gap: float = 1.0) -> None:
+    """Move overlapping text labels apart vertically (in points), keeping their order."""
+    figure = ax.figure
+    renderer = figure.canvas.get_renderer()
+    scale = 72.0 / figure.dpi
+    boxes = [text.get_window_extent(renderer) for text in texts]
+    centres = np.array([(box.y0 + box.y1) / 2 * scale for box in boxes])
+    heights = np.array([box.height * scale for box in boxes])
+    lefts = np.array([box.x0 * scale for box in boxes])
+    rights = np.array([box.x1 * scale for box in boxes])
+    placed = centres.copy()
+    order = np.argsort(centres)
+    for _ in range(len(texts)):
+        moved = False
+        for a, b in itertools.pairwise(order):
+            overlap_x = lefts[a] < rights[b] and lefts[b] < rights[a]
+            needed = (heights[a] + heights[b]) / 2 + gap
+            if overlap_x and placed[b] - placed[a] < needed:
+                shift = (needed - (placed[b] - placed[a])) / 2
+                placed[a] -= shift
+                placed[b] += shift
+                moved = True
+        if not moved:
+            break
+        order = np.argsort(placed)
+    for text, before, after in zip(texts, centres, placed, strict=True):
+        x, y = text.xyann  # the offset from the point, in points
+        text.xyann = (x, y + after - before)
