@@ -1,5 +1,7 @@
 """Plotting: ``gv.pl``."""
 
+from ._differential import differential
 from ._heatmap import mi_heatmap
+from ._network import network
 
-__all__ = ["mi_heatmap"]
+__all__ = ["differential", "mi_heatmap", "network"]

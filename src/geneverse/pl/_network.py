@@ -1,0 +1,166 @@
+"""``gv.pl.network``: the strongest edges of a gene module (or of all genes), drawn."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._utils import check_random_state, check_whole_number
+from ..get._network import module_column, network as edge_list, to_networkx
+from ._differential import GAIN, LOSS
+from ._heatmap import _module_colours, _resolve_show
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+#: Edge widths (points) of the weakest and the strongest edge drawn.
+_WIDTHS = (0.6, 4.0)
+_NO_MODULE_COLOUR = "0.85"
+
+
+def network(
+    adata: AnnData,
+    key: str = "gv",
+    *,
+    module: str | Sequence[str] | None = None,
+    module_key: str = "gv_module",
+    n_edges: int = 50,
+    score: str | None = None,
+    max_q: float | None = None,
+    gene_symbols: str | None = None,
+    random_state: int | None = 0,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
+) -> Axes | Figure | None:
+    """The strongest edges of a gene module, drawn as a graph.
+
+    The ``n_edges`` edges with the largest ``|score|`` between genes of ``module`` (of all
+    genes without it), as :func:`geneverse.get.network` lists them, placed by a
+    force-directed layout (:func:`networkx.spring_layout`, weighted by ``|score|``). An
+    edge's colour is its sign (red: genes expressed together, or for a differential key
+    gaining MI; blue: the opposite), its width its ``|score|``; genes are coloured by
+    module, as in :func:`~geneverse.pl.mi_heatmap`.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix with a stored pair score.
+    key
+        The ``key_added`` of :func:`~geneverse.tl.coexpression` (or of
+        :func:`~geneverse.tl.differential_coexpression`).
+    module
+        The module (or modules) whose edges to draw, of ``adata.var[module_key]``.
+        ``None``: the strongest edges of all genes.
+    module_key
+        The ``var`` column of modules (``key_added`` of :func:`~geneverse.tl.modules`).
+    n_edges
+        How many edges to draw, the strongest first.
+    score
+        Which score of ``key`` (see :func:`~geneverse.get.network`).
+    max_q
+        Only edges with a q-value ``<= max_q`` (see :func:`~geneverse.get.network`).
+    gene_symbols
+        Column of ``adata.var`` with the gene names to write on the vertices.
+    random_state
+        Seed of the layout.
+    ax
+        Draw into these axes. ``None``: a new figure.
+    show
+        Show the figure (:func:`matplotlib.pyplot.show`). ``None``: as
+        ``scanpy.settings.autoshow``.
+    return_fig
+        Return the :class:`~matplotlib.figure.Figure` (and do not show it).
+
+    Returns
+    -------
+    The :class:`~matplotlib.figure.Figure` if ``return_fig=True``; otherwise the
+    :class:`~matplotlib.axes.Axes` if the figure is not shown, else ``None``.
+
+    Examples
+    --------
+    >>> gv.tl.modules(adata)  # doctest: +SKIP
+    >>> gv.pl.network(adata, module="M3", n_edges=40)  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+
+    n_edges = check_whole_number("n_edges", n_edges, minimum=1, what="edges")
+    random_state = check_random_state(random_state)
+    edges = edge_list(
+        adata, key, score=score, max_q=max_q, module=module, module_key=module_key
+    ).head(n_edges)
+    if edges.empty:
+        where = "" if module is None else f" between genes of module {module!r}"
+        raise ValueError(
+            f"No edge{where} to draw under key={key!r}: every score is 0 there, or max_q "
+            "removed them all. Choose another module or a larger max_q."
+        )
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.0, 5.5), layout="constrained")
+    else:
+        fig = ax.figure
+    _draw(ax, edges, adata, module_key, gene_symbols, random_state)
+    what = "all genes" if module is None else f"module {_shown(module)}"
+    ax.set_title(f"The {len(edges)} strongest edges of {what}", fontsize=10)
+    if return_fig:
+        return fig
+    if _resolve_show(show):
+        plt.show()
+        return None
+    return ax
+
+
+def _shown(module: str | Sequence[str]) -> str:
+    return module if isinstance(module, str) else ", ".join(map(str, module))
+
+
+def _draw(ax: Axes, edges: pd.DataFrame, adata, module_key, gene_symbols, seed) -> None:
+    import networkx as nx
+    from matplotlib.lines import Line2D
+
+    graph = to_networkx(edges)
+    weights = np.abs(np.array([w for _, _, w in graph.edges(data="weight")]))
+    for (a, b), strength in zip(graph.edges(), weights, strict=True):
+        graph.edges[a, b]["strength"] = float(strength)
+    layout = nx.spring_layout(graph, weight="strength", seed=seed)
+    low, high = float(weights.min()), float(weights.max())
+    share = (weights - low) / (high - low) if high > low else np.ones_like(weights)
+    signs = np.sign([w for _, _, w in graph.edges(data="weight")])
+    nx.draw_networkx_edges(
+        graph, layout, ax=ax, width=_WIDTHS[0] + share * (_WIDTHS[1] - _WIDTHS[0]),
+        edge_color=[GAIN if s > 0 else LOSS for s in signs], alpha=0.7,
+    )  # fmt: skip
+    nodes = list(graph.nodes())
+    nx.draw_networkx_nodes(
+        graph, layout, ax=ax, node_size=260, node_color=_node_colours(adata, nodes, module_key),
+        edgecolors="0.3", linewidths=0.5,
+    )  # fmt: skip
+    names = adata.var[gene_symbols].astype(str) if gene_symbols else None
+    labels = {node: (node if names is None else names[node]) for node in nodes}
+    nx.draw_networkx_labels(graph, layout, labels=labels, ax=ax, font_size=7)
+    handles = [
+        Line2D([], [], color=colour, lw=2, label=label)
+        for colour, label, present in (
+            (GAIN, "positive", (signs > 0).any()),
+            (LOSS, "negative", (signs < 0).any()),
+        )
+        if present
+    ]
+    ax.legend(handles=handles, loc="lower left", fontsize=8, frameon=False, title="score")
+    ax.margins(0.08)
+    ax.set_axis_off()
+
+
+def _node_colours(adata: AnnData, nodes: list[str], module_key: str) -> list:
+    """Each gene's module colour (those of the heatmap's module bars), grey without one."""
+    if module_key not in adata.var.columns:
+        return [_NO_MODULE_COLOUR] * len(nodes)
+    column = module_column(adata, module_key)
+    colours = _module_colours(len(column.cat.categories))
+    codes = pd.Categorical(column).codes[adata.var_names.get_indexer(nodes)]
+    return [colours[code] if code >= 0 else _NO_MODULE_COLOUR for code in codes]
