@@ -189,7 +189,7 @@ def _finish_row(i, first, lo, sums, gram, genes_, tables, scoring, out):  # prag
             g = max(plugin, 0.0) * g_factor
             dof = (levels[i] - 1) * (levels[j] - 1)
             statistic = 0.0
-            if dof > 0:
+            if dof > 0 and n_cells > 0:  # (no cells: q = inf, and G / q = 0.0)
                 inverse_j = n_float * full_inverse[j] - 1.0
                 q = 1.0 + (inverse_i * inverse_j) / ((6.0 * n_float) * dof)
                 statistic = g / q
@@ -249,7 +249,7 @@ def _scores(start, stop, first, data, genes_, tables, scoring, n_tasks, n_nz):  
 if numba is not None:
     _count_gene = numba.njit(cache=True)(_count_gene)
     _joint_sums = numba.njit(cache=True)(_joint_sums)
-    _finish_row = numba.njit(cache=True, error_model="numpy")(_finish_row)
+    _finish_row = numba.njit(cache=True)(_finish_row)
     _mirror_rows = numba.njit(parallel=True, cache=True)(_mirror_rows)
     _scores = numba.njit(parallel=True, cache=True)(_scores)
 
