@@ -17,7 +17,8 @@ _EXACT_ZERO_CORRELATION = 1e-12
 
 
 def oracle_bins(X: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Bins of every value (cells × genes) and the number of bins of every gene (definition §1)."""
+    """Bins of every value (cells × genes) and the number of bins of every gene
+    (definition §1)."""
     bins = np.zeros(X.shape, dtype=np.int64)
     n_bins_per_gene = np.ones(X.shape[1], dtype=np.int64)
     for g in range(X.shape[1]):
@@ -49,7 +50,8 @@ def oracle_pair_mi(bins_a: np.ndarray, bins_b: np.ndarray, na: int, nb: int) -> 
 
 
 def oracle_signs(X: np.ndarray) -> np.ndarray:
-    """``numpy.sign`` of the Pearson correlations over all cells; undefined counts as 0 (definition §4)."""
+    """``numpy.sign`` of the Pearson correlations over all cells; undefined counts as 0
+    (definition §4)."""
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # one cell: no degrees of freedom
         r = np.atleast_2d(np.corrcoef(X.astype(np.float64), rowvar=False))

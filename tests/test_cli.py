@@ -17,6 +17,12 @@ from scipy import sparse
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.fixture(autouse=True)
+def _own_cache_folder(tmp_path, monkeypatch):
+    """Commands run in a subprocess cache their results in a folder of the test's own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 def geneverse(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m geneverse ARGS`` and capture its output."""
     env = {**os.environ, "MPLBACKEND": "Agg"}
@@ -155,19 +161,25 @@ def test_out_is_in_refused_unless_forced(workdir):
          ["notes.txt is not a readable .h5ad file"]),
         (lambda d: ["coexpression", d, "-o", d / "o.h5ad"], 1, ["is not a file"]),
         (lambda d: ["coexpression", d / "in.h5ad", "-o", d / "o.h5ad", "--layer", "spliced"], 1,
-         ["no layer 'spliced'", "counts"]),
+         ["layer='spliced' is not in adata.layers", "counts"]),
         (lambda d: ["coexpression", d / "in.h5ad", "-o", d / "o.h5ad", "--use-raw"], 1,
          ["has no .raw"]),
         (lambda d: ["coexpression", d / "in.h5ad", "-o", d / "o.h5ad", "--genes", "hvg"], 1,
-         ["no var column 'hvg'", "highly_variable"]),
+         ["genes='hvg' is not a column of adata.var", "highly_variable"]),
         (lambda d: ["coexpression", d / "in.h5ad", "-o", d / "o.h5ad", "--genes",
-                    "feature_name"], 1, ["not True/False"]),
+                    "feature_name"], 1, ["needs a boolean column"]),
         (lambda d: ["coexpression", d / "in.h5ad", "-o", d / "nowhere" / "o.h5ad"], 1,
          ["does not exist"]),
         (lambda d: ["coexpression", d / "in.h5ad", "-o", d / "o.h5ad", "--n-bins", "0"], 2,
          ["--n-bins", "1 to 255"]),
         (lambda d: ["coexpression", d / "in.h5ad", "-o", d / "o.h5ad", "--n-bins", "300"], 2,
          ["--n-bins", "1 to 255"]),
+        (lambda d: ["coexpression", d / "in.h5ad", "-o", d / "o.h5ad", "--pairs", d / "o.h5ad"],
+         2, ["-o and --pairs are the same file"]),
+        (lambda d: ["coexpression", d / "in.h5ad", "-o", d / "o.h5ad", "--method", "pearson",
+                    "--zeros", "include"], 1, ["zeros='include' applies only with method='mi'"]),
+        (lambda d: ["coexpression", d / "in.h5ad", "-o", d / "o.h5ad", "--random-state", "3"],
+         2, ["--random-state", "--n-permutations"]),
         (lambda d: ["coexpression", d / "in.h5ad", "-o", d / "o.h5ad", "--n-bins", "ten"], 2,
          ["--n-bins", "'ten'"]),
         (lambda d: ["coexpression", d / "in.h5ad", "-o", d / "o.h5ad", "--backend", "fast"], 2,
@@ -181,7 +193,8 @@ def test_out_is_in_refused_unless_forced(workdir):
     ],
     ids=[
         "missing-file", "not-h5ad", "folder", "missing-layer", "no-raw", "missing-column",
-        "column-not-bool", "no-out-folder", "n-bins-0", "n-bins-300", "n-bins-word",
+        "column-not-bool", "no-out-folder", "n-bins-0", "n-bins-300", "colliding-outputs",
+        "mi-only-option", "seed-without-permutations", "n-bins-word",
         "bad-backend", "bad-image-format", "no-output", "entropy-too-high", "unknown-command",
     ],
 )  # fmt: skip
@@ -262,4 +275,4 @@ def test_top_k_writes_a_sparse_network(workdir, capsys):
     bad = in_process(
         capsys, "coexpression", workdir / "in.h5ad", "-o", workdir / "o.h5ad", "--top-k", "0"
     )
-    assert_one_line_error(bad, 2, "--top-k", "positive number of partners")
+    assert_one_line_error(bad, 2, "--top-k", "0 is not a number of partners")

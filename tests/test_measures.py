@@ -26,6 +26,7 @@ def measure(X, method: str) -> np.ndarray:
     csc = used_columns(X, np.arange(X.shape[1]))
     return gm.MeasureScorer(csc, method).scores(0, X.shape[1]).mi
 
+
 # --------------------------------------------------------------------------------------------
 # Dense references (the definitions, on the dense matrix), with our conventions: diagonal 0,
 # undefined pairs 0
@@ -155,7 +156,7 @@ def test_explicit_zeros_and_duplicates_are_ignored():
 @pytest.mark.parametrize("method", METHODS)
 def test_invalid_values_are_errors(bad, method):
     adata = ad.AnnData(sparse.csr_matrix(np.array([[1.0, 0.0], [bad, 2.0]])))
-    with pytest.raises(ValueError, match="negative|NaN|infinite"):
+    with pytest.raises(ValueError, match=r"negative|NaN|infinite"):
         gv.tl.coexpression(adata, method=method)
 
 

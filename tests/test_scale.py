@@ -99,14 +99,14 @@ def test_too_large_dense_output_is_refused_before_allocating():
     n_genes = 400_000  # 4 bytes × 400,000² = 640 GB
     adata = ad.AnnData(sparse.random(3, n_genes, density=1e-4, format="csr", random_state=0))
     before = snapshot(adata)
-    with pytest.raises(MemoryError, match=r"needs about .* GB.*top_k=50"):
+    with pytest.raises(MemoryError, match=r"need about .* GB.*top_k=50"):
         gv.tl.coexpression(adata)
     assert_unchanged(before, adata)
 
 
 @pytest.mark.parametrize("top_k", [0, -2, 1.5, True])
 def test_bad_top_k_is_refused(pbmc, top_k):
-    with pytest.raises(ValueError, match="top_k must be a positive number"):
+    with pytest.raises((TypeError, ValueError), match=r"top_k(=-?\d+ is out of range| must be a)"):
         gv.tl.coexpression(pbmc, top_k=top_k, copy=True)
 
 

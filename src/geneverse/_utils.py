@@ -36,6 +36,9 @@ EXCLUDE, INCLUDE = get_args(Zeros)
 
 VerbosityName = Literal["error", "warning", "info", "hint", "debug"]
 
+#: Most bins of a gene, counting the zero bin: bins are stored as ``uint8``.
+MAX_BINS = 255
+
 
 def get_literal_vals(choices: Any) -> tuple[Any, ...]:
     """The values of a ``Literal`` type (or of a union of them), in order."""

@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import _cache, _coexpression
+from . import _cache, _coexpression, _network
 from ._common import Failure, Parser, UsageError
 
 __all__ = ["build_parser", "main"]
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     _coexpression.add_commands(commands)
     _cache.add_commands(commands)
+    _network.add_commands(commands)
     info = commands.add_parser(
         "info",
         help="print the versions of geneverse and its dependencies, and the usable backends",

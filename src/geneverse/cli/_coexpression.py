@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._utils import MI, Estimator, Method, Zeros, get_literal_vals
+from .._utils import MAX_BINS, MI, Estimator, Method, Zeros, get_literal_vals
 from ._common import (
     Failure,
     UsageError,
@@ -112,7 +112,7 @@ def _add_score_options(command: argparse.ArgumentParser) -> None:
         "--method", choices=get_literal_vals(Method), default=MI, help="the measure (default: mi)"
     )
     score.add_argument(
-        "--n-bins", metavar="N", type=whole_number("bins", 1), default=10,
+        "--n-bins", metavar="N", type=whole_number("bins", 1, MAX_BINS), default=10,
         help="most bins of a gene's nonzero values, 1 to 255 (default: 10)",
     )  # fmt: skip
     score.add_argument(
@@ -317,8 +317,10 @@ def _print_summary(adata, pairs: pd.DataFrame | None, seconds: float, paths: lis
     uns = adata.uns[key]
     method = uns["params"]["method"]
     used = int(adata.var[f"{key}_used"].sum())
-    what = "signed MI" if method == MI else method
-    print(f"{what} of {used} genes × {adata.n_obs} cells ({uns['backend']!r}) in {seconds:.2f} s")
+    what = f"signed MI of {used} genes × {adata.n_obs} cells with the {uns['backend']!r} backend"
+    if method != MI:
+        what = f"{method} of {used} genes × {adata.n_obs} cells"
+    print(f"{what} in {seconds:.2f} s")
     if pairs is not None:
         print(f"strongest pairs (bits):\n{pairs.head(_SHOWN_PAIRS).to_string(index=False)}")
     print("wrote " + ", ".join(map(str, paths)))

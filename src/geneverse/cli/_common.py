@@ -34,14 +34,20 @@ class Parser(argparse.ArgumentParser):
 # --- argument types ------------------------------------------------------------------------
 
 
-def whole_number(what: str, minimum: int | None = None) -> Callable[[str], int]:
-    """An argparse type: a whole number of ``what``, at least ``minimum``."""
+def whole_number(
+    what: str, minimum: int | None = None, maximum: int | None = None
+) -> Callable[[str], int]:
+    """An argparse type: a whole number of ``what`` in ``minimum..maximum``."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of {what}") from None
+        if maximum is not None and not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(
+                f"{value} is out of range: use {minimum} to {maximum} {what}"
+            )
         if minimum is not None and value < minimum:
             raise argparse.ArgumentTypeError(
                 f"{value} is not a number of {what} (use {minimum} or more)"

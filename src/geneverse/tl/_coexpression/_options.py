@@ -18,6 +18,7 @@ from ..._settings import resolve_n_jobs
 from ..._utils import (
     AUTO,
     GPU,
+    MAX_BINS,
     MI,
     Backend,
     Estimator,
@@ -75,7 +76,7 @@ class Options:
         ):
             check_choice(name, a[name], choices)
         a["n_bins"] = check_whole_number(
-            "n_bins", a["n_bins"], minimum=1, maximum=255, what="bins (10 is GeneVector's)"
+            "n_bins", a["n_bins"], minimum=1, maximum=MAX_BINS, what="bins (10 is GeneVector's)"
         )
         if a["top_k"] is not None:
             a["top_k"] = check_whole_number(
