@@ -30,6 +30,13 @@ background), ``var["program_sign"]`` (+1 co-expressed, -1 anti-correlated, 0 bac
 Expected signed MI: positive within a set, negative between the two sets of a program,
 near zero elsewhere.
 
+Groups of cells (for differential co-expression; off in every workload of the table):
+with ``group_programs`` or ``group_fraction`` set, each cell is in group ``"B"`` with
+probability ``group_fraction`` (default 0.5), else ``"A"`` (``obs["group"]``), and the
+last ``group_programs`` programs are active in group B only: in group A their genes'
+log-mean has no program term at all (so their mean is the same in both groups, and they
+are independent of each other there). ``var["group_specific"]`` marks those genes.
+
 Use :func:`make_workload` (``tiny=True`` for tests) or :func:`load_workload`, which caches
 the result as ``.h5ad``.
 """
@@ -40,6 +47,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import anndata as ad
 import numpy as np
@@ -81,6 +89,13 @@ class SyntheticSpec:
         Median base mean of a gene when ``nonzero`` is ``None`` (no calibration then).
     chunk_cells
         Cells generated at a time; part of the result (each chunk has its own seed).
+    group_programs
+        How many programs (the last ones) are active only in the cells of group ``"B"``;
+        ``None`` (or 0 with ``group_fraction``): none.
+    group_fraction
+        Share of the cells in group ``"B"``; ``None``: 0.5 when ``group_programs`` is set.
+        Cells get groups only when one of the two is set; unset, they change nothing of
+        the output (their ``None`` is not even stored in ``uns``).
     """
 
     n_genes: int
@@ -95,11 +110,18 @@ class SyntheticSpec:
     base_sigma: float = 1.0
     dense_mean: float = 4.0
     chunk_cells: int = 1000
+    group_programs: int | None = None
+    group_fraction: float | None = None
 
     @property
     def n_programs(self) -> int:
         """Number of programs (at least one)."""
         return max(1, round(self.n_genes * self.module_fraction / self.program_size))
+
+    @property
+    def has_groups(self) -> bool:
+        """Whether the cells are split into groups A and B."""
+        return self.group_programs is not None or self.group_fraction is not None
 
 
 #: The synthetic workloads at full size (DESIGN.md §6).
@@ -189,18 +211,23 @@ def synthetic(spec: SyntheticSpec, *, n_workers: int | None = None) -> ad.AnnDat
     genes = _gene_parameters(spec)
     scale = 1.0 if spec.nonzero is None else _calibrate_scale(spec, genes)
 
-    def make_chunk(index: int) -> tuple[np.ndarray | sparse.csr_matrix, np.ndarray, np.ndarray]:
+    def make_chunk(
+        index: int,
+    ) -> tuple[np.ndarray | sparse.csr_matrix, np.ndarray, np.ndarray, Any]:
         n_cells = min(spec.chunk_cells, spec.n_cells - index * spec.chunk_cells)
         z, size = _cell_parameters(spec, index, n_cells)
-        return _counts_chunk(spec, genes, scale, z, size, index), z, size
+        in_b = _cell_groups(spec, index, n_cells)
+        active = None if in_b is None else _active_programs(spec, in_b)
+        return _counts_chunk(spec, genes, scale, z, size, index, active), z, size, in_b
 
     n_chunks = -(-spec.n_cells // spec.chunk_cells)
     workers = min(n_workers or _available_cores(), 4, n_chunks)
     with ThreadPoolExecutor(max_workers=workers) as pool:  # numpy releases the GIL
         results = list(pool.map(make_chunk, range(n_chunks)))
-    chunks = [chunk for chunk, _, _ in results]
-    activities = [z for _, z, _ in results]
-    sizes = [size for _, _, size in results]
+    chunks = [chunk for chunk, *_ in results]
+    activities = [z for _, z, _, _ in results]
+    sizes = [size for _, _, size, _ in results]
+    in_group_b = [in_b for *_, in_b in results]
     del results
     if spec.nonzero is None:
         X = np.vstack(chunks)
@@ -221,6 +248,11 @@ def synthetic(spec: SyntheticSpec, *, n_workers: int | None = None) -> ad.AnnDat
         {"size_factor": np.concatenate(sizes).astype(np.float32)},
         index=pd.Index([f"cell{i:06d}" for i in range(spec.n_cells)]),
     )
+    if spec.has_groups:
+        obs["group"] = pd.Categorical.from_codes(
+            np.concatenate(in_group_b).astype(np.int8), categories=["A", "B"]
+        )
+        var["group_specific"] = genes["program"] >= spec.n_programs - _n_group_programs(spec)
     adata = ad.AnnData(X=X, obs=obs, var=var)
     adata.obsm["program_activity"] = np.vstack(activities).astype(np.float32)
     parameters = {k: v for k, v in asdict(spec).items() if v is not None}
@@ -262,16 +294,53 @@ def _cell_parameters(spec: SyntheticSpec, chunk: int, n_cells: int) -> tuple[np.
     return z, size
 
 
+def _n_group_programs(spec: SyntheticSpec) -> int:
+    """The programs active in group B only (the last ones), checked."""
+    n = spec.group_programs or 0
+    if not 0 <= n <= spec.n_programs:
+        raise ValueError(f"group_programs={n} must lie in 0..{spec.n_programs} (the programs)")
+    return n
+
+
+def _cell_groups(spec: SyntheticSpec, chunk: int, n_cells: int) -> np.ndarray | None:
+    """Whether each cell of a chunk is in group B (``None`` without groups)."""
+    if not spec.has_groups:
+        return None
+    fraction = 0.5 if spec.group_fraction is None else spec.group_fraction
+    if not 0 < fraction < 1:
+        raise ValueError(f"group_fraction={fraction} must lie strictly between 0 and 1")
+    return np.random.default_rng([spec.seed, 4, chunk]).random(n_cells) < fraction
+
+
+def _active_programs(spec: SyntheticSpec, in_b: np.ndarray) -> np.ndarray:
+    """Cells × programs: whether the program acts in the cell (group B: all of them)."""
+    active = np.ones((in_b.size, spec.n_programs), dtype=bool)
+    first = spec.n_programs - _n_group_programs(spec)
+    active[:, first:] = in_b[:, None]
+    return active
+
+
 def _means(
-    spec: SyntheticSpec, genes: dict[str, np.ndarray], z: np.ndarray, size: np.ndarray
+    spec: SyntheticSpec,
+    genes: dict[str, np.ndarray],
+    z: np.ndarray,
+    size: np.ndarray,
+    active: np.ndarray | None = None,
 ) -> np.ndarray:
-    """NB means (cells × genes) before the global scale."""
+    """NB means (cells × genes) before the global scale; ``active`` (cells × programs)
+    switches a program's whole term off in a cell."""
     padded = np.concatenate([z, np.zeros((z.shape[0], 1))], axis=1)  # program -1: no activity
     activity = np.take(padded, genes["program"], axis=1)
     sign = genes["sign"].astype(np.float64)
     log_mu = activity
     log_mu *= spec.effect * sign
-    log_mu += np.log(genes["base"]) - (spec.effect**2 / 2) * np.abs(sign)
+    if active is None:
+        log_mu += np.log(genes["base"]) - (spec.effect**2 / 2) * np.abs(sign)
+    else:
+        log_mu -= (spec.effect**2 / 2) * np.abs(sign)
+        on = np.concatenate([active, np.ones((active.shape[0], 1), dtype=bool)], axis=1)
+        log_mu *= np.take(on, genes["program"], axis=1)
+        log_mu += np.log(genes["base"])
     log_mu += np.log(size)[:, None]
     return np.exp(log_mu, out=log_mu)
 
@@ -307,9 +376,10 @@ def _counts_chunk(
     z: np.ndarray,
     size: np.ndarray,
     chunk: int,
+    active: np.ndarray | None = None,
 ) -> sparse.csr_matrix | np.ndarray:
     """NB counts of one chunk of cells: CSR, or dense ``1 + counts`` for a dense workload."""
-    mu = _means(spec, genes, z, size)
+    mu = _means(spec, genes, z, size, active)
     mu *= scale
     n_cells, n_genes = mu.shape
     uniform = np.random.default_rng([spec.seed, 3, chunk]).random(mu.shape).ravel()
