@@ -371,10 +371,17 @@ def checked_max_q(stored: PairScore, max_q: Any) -> float | None:
     if not 0 < max_q <= 1:
         raise ValueError(f"max_q={max_q} is not a q-value bound: use a number in (0, 1].")
     if stored.qvals is None:
+        how = (
+            "rerun gv.tl.differential_coexpression with n_permutations > 0"
+            if stored.name == DMI
+            else f"compute them with gv.tl.coexpression(adata, pvals=True, key_added="
+            f"{stored.key!r})"
+            if stored.name == MI
+            else "only the MI has them (gv.tl.coexpression with pvals=True)"
+        )
         raise ValueError(
             f"max_q={max_q} needs q-values, and the score {stored.varp_key!r} has none "
-            f"(no adata.varp['{stored.key}_qvals']). Compute them with "
-            f"gv.tl.coexpression(adata, pvals=True, key_added={stored.key!r}), or drop max_q."
+            f"(no adata.varp['{stored.key}_qvals']): {how}, or drop max_q."
         )
     return max_q
 
