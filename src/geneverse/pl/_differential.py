@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -140,11 +139,15 @@ def _scatter(ax: Axes, pairs: pd.DataFrame, significant, names, *, max_q) -> Non
     ax.set_ylabel(f"signed MI in {group} (bits)")
     title = f"Differential co-expression, {group} vs {reference}"
     ax.set_title(title + (f"\n(coloured: q ≤ {max_q:g})" if max_q else ""), fontsize=10)
-    ax.legend(loc="upper left", fontsize=8, markerscale=3, frameon=False)
+    ax.legend(
+        loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, markerscale=3,
+        frameon=False, ncols=1,
+    )  # fmt: skip
 
 
 def _label(ax: Axes, pairs: pd.DataFrame, adata: AnnData, gene_symbols: str | None) -> None:
-    """Label the pairs, each beside its point, moved apart vertically where they overlap."""
+    """Label the pairs in a column right of the axes, in the order of their points'
+    heights, each joined to its point by a thin line."""
     if pairs.empty:
         return
     names = (
@@ -152,46 +155,40 @@ def _label(ax: Axes, pairs: pd.DataFrame, adata: AnnData, gene_symbols: str | No
         if gene_symbols is None
         else adata.var[gene_symbols].astype(str)
     )
-    texts = [
+    points = np.column_stack([pairs["mi_reference"], pairs["mi_group"]])
+    heights = (ax.transData + ax.transAxes.inverted()).transform(points)[:, 1]
+    axes_points = ax.get_window_extent().height * 72.0 / ax.figure.dpi
+    placed = spread(heights, gap=_LABEL_FONTSIZE * 1.4 / max(axes_points, 1.0))
+    for row, point, y in zip(pairs.itertuples(), points, placed, strict=True):
         ax.annotate(
             f"{names[row.source]}–{names[row.target]}",
-            (row.mi_reference, row.mi_group),
-            xytext=(6, 0),
-            textcoords="offset points",
-            fontsize=7,
+            xy=tuple(point),
+            xytext=(1.03, y),
+            textcoords="axes fraction",
+            fontsize=_LABEL_FONTSIZE,
             va="center",
-            arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.4", "shrinkA": 0},
+            ha="left",
+            arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.45", "shrinkA": 1, "shrinkB": 1},
         )
-        for row in pairs.itertuples()
-    ]
-    spread_labels(ax, texts)
 
 
-def spread_labels(ax: Axes, texts: list, *, gap: float = 1.0) -> None:
-    """Move overlapping text labels apart vertically (in points), keeping their order."""
-    figure = ax.figure
-    renderer = figure.canvas.get_renderer()
-    scale = 72.0 / figure.dpi
-    boxes = [text.get_window_extent(renderer) for text in texts]
-    centres = np.array([(box.y0 + box.y1) / 2 * scale for box in boxes])
-    heights = np.array([box.height * scale for box in boxes])
-    lefts = np.array([box.x0 * scale for box in boxes])
-    rights = np.array([box.x1 * scale for box in boxes])
-    placed = centres.copy()
-    order = np.argsort(centres)
-    for _ in range(len(texts)):
-        moved = False
-        for a, b in itertools.pairwise(order):
-            overlap_x = lefts[a] < rights[b] and lefts[b] < rights[a]
-            needed = (heights[a] + heights[b]) / 2 + gap
-            if overlap_x and placed[b] - placed[a] < needed:
-                shift = (needed - (placed[b] - placed[a])) / 2
-                placed[a] -= shift
-                placed[b] += shift
-                moved = True
-        if not moved:
-            break
-        order = np.argsort(placed)
-    for text, before, after in zip(texts, centres, placed, strict=True):
-        x, y = text.xyann  # the offset from the point, in points
-        text.xyann = (x, y + after - before)
+#: Font size of the pair labels.
+_LABEL_FONTSIZE = 7.0
+
+
+def spread(heights: np.ndarray, *, gap: float) -> np.ndarray:
+    """Heights (axes fraction) at least ``gap`` apart, in the order of ``heights``, as
+    close to them as that allows, within ``[0, 1]`` when they fit."""
+    order = np.argsort(heights, kind="stable")
+    placed = np.clip(heights[order].astype(np.float64), 0.0, 1.0)
+    for i in range(1, placed.size):
+        placed[i] = max(placed[i], placed[i - 1] + gap)
+    overflow = placed[-1] - 1.0
+    if overflow > 0:
+        placed -= overflow
+        for i in range(placed.size - 2, -1, -1):  # push down, then keep the gaps from below
+            placed[i] = min(placed[i], placed[i + 1] - gap)
+        placed -= min(0.0, placed[0])
+    out = np.empty_like(placed)
+    out[order] = placed
+    return out

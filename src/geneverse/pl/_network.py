@@ -10,7 +10,8 @@ import pandas as pd
 from anndata import AnnData
 
 from .._utils import check_random_state, check_whole_number
-from ..get._network import module_column, network as edge_list, to_networkx
+from ..get._network import module_column, to_networkx
+from ..get._network import network as edge_list
 from ._differential import GAIN, LOSS
 from ._heatmap import _module_colours, _resolve_show
 
@@ -127,7 +128,7 @@ def _draw(ax: Axes, edges: pd.DataFrame, adata, module_key, gene_symbols, seed) 
     weights = np.abs(np.array([w for _, _, w in graph.edges(data="weight")]))
     for (a, b), strength in zip(graph.edges(), weights, strict=True):
         graph.edges[a, b]["strength"] = float(strength)
-    layout = nx.spring_layout(graph, weight="strength", seed=seed)
+    layout = packed_layout(graph, seed)
     low, high = float(weights.min()), float(weights.max())
     share = (weights - low) / (high - low) if high > low else np.ones_like(weights)
     signs = np.sign([w for _, _, w in graph.edges(data="weight")])
@@ -136,13 +137,18 @@ def _draw(ax: Axes, edges: pd.DataFrame, adata, module_key, gene_symbols, seed) 
         edge_color=[GAIN if s > 0 else LOSS for s in signs], alpha=0.7,
     )  # fmt: skip
     nodes = list(graph.nodes())
+    colours = _node_colours(adata, nodes, module_key)
     nx.draw_networkx_nodes(
-        graph, layout, ax=ax, node_size=260, node_color=_node_colours(adata, nodes, module_key),
-        edgecolors="0.3", linewidths=0.5,
+        graph, layout, ax=ax, node_size=90, node_color=[_lighter(c) for c in colours],
+        edgecolors=colours, linewidths=1.5,
     )  # fmt: skip
     names = adata.var[gene_symbols].astype(str) if gene_symbols else None
     labels = {node: (node if names is None else names[node]) for node in nodes}
-    nx.draw_networkx_labels(graph, layout, labels=labels, ax=ax, font_size=7)
+    nx.draw_networkx_labels(
+        graph, {node: (x, y) for node, (x, y) in layout.items()}, labels=labels, ax=ax,
+        font_size=7, verticalalignment="bottom",
+        bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7},
+    )  # fmt: skip
     handles = [
         Line2D([], [], color=colour, lw=2, label=label)
         for colour, label, present in (
@@ -154,6 +160,42 @@ def _draw(ax: Axes, edges: pd.DataFrame, adata, module_key, gene_symbols, seed) 
     ax.legend(handles=handles, loc="lower left", fontsize=8, frameon=False, title="score")
     ax.margins(0.08)
     ax.set_axis_off()
+
+
+def packed_layout(graph, seed: int | None) -> dict:
+    """A force-directed layout of each connected component (weighted by ``"strength"``),
+    the components side by side, largest first, each in a square whose side grows with
+    the square root of its genes (one layout of all would push them far apart)."""
+    import networkx as nx
+
+    components = sorted(nx.connected_components(graph), key=lambda c: (-len(c), min(c)))
+    sides = [np.sqrt(len(component)) for component in components]
+    row_width = max(sum(sides) / max(1.0, np.sqrt(len(components))), sides[0])
+    layout, x, y, row_height = {}, 0.0, 0.0, 0.0
+    for component, side in zip(components, sides, strict=True):
+        if x > 0 and x + side > row_width * 1.01:
+            x, y, row_height = 0.0, y - row_height * 1.15, 0.0
+        sub = graph.subgraph(component)
+        k = 2.5 / np.sqrt(len(component))  # more room for labels than networkx's 1/sqrt(n)
+        if len(component) > 2:
+            points = nx.spring_layout(sub, weight="strength", k=k, iterations=200, seed=seed)
+        else:
+            points = {node: (i - 0.5, 0.0) for i, node in enumerate(sorted(component))}
+        coords = np.array(list(points.values()), dtype=float)
+        coords -= coords.min(axis=0)
+        coords /= max(float(coords.max()), 1e-12)
+        for node, (u, v) in zip(points, coords, strict=True):
+            layout[node] = (x + u * side * 0.85, y - (1 - v) * side * 0.85)
+        x += side * 1.15
+        row_height = max(row_height, side)
+    return layout
+
+
+def _lighter(colour, share: float = 0.55) -> tuple[float, float, float]:
+    """``colour`` mixed with ``share`` of white."""
+    from matplotlib.colors import to_rgb
+
+    return tuple(c + (1.0 - c) * share for c in to_rgb(colour))
 
 
 def _node_colours(adata: AnnData, nodes: list[str], module_key: str) -> list:
