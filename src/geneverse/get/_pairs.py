@@ -160,7 +160,7 @@ def mi_pairs(
         rows, cols, values = _top_pairs_dense(mi, used, n)
     names = adata.var_names.astype(str).to_numpy()
     return pd.DataFrame(
-        {"gene_a": names[rows], "gene_b": names[cols], "mi": values.astype(np.float64)}
+        {"gene_a": names[rows], "gene_b": names[cols], MI: values.astype(np.float64)}
     )
 
 
