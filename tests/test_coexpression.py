@@ -16,7 +16,7 @@ import geneverse as gv
 from geneverse.kernels import unavailable_reason
 
 from conftest import BACKENDS
-from oracle import oracle_bins, oracle_scores, oracle_signed_mi
+from oracle import oracle_bins, oracle_scores
 
 TOLERANCE = 1e-6
 FORMATS = {"dense": np.asarray, "csr": sparse.csr_matrix, "csc": sparse.csc_matrix}

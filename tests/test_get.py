@@ -156,7 +156,9 @@ def test_error_unused_gene():
 
 @pytest.mark.parametrize("n", [-1, 2.5, "10", True])
 def test_error_bad_n(n):
-    with pytest.raises((TypeError, ValueError), match=r"n(=-1)? (must be a whole number|is out of range)"):
+    with pytest.raises(
+        (TypeError, ValueError), match=r"n(=-1)? (must be a whole number|is out of range)"
+    ):
         gv.get.mi_pairs(_mi_adata(), n=n)
 
 

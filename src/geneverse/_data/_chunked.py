@@ -76,7 +76,6 @@ class DaskSource(ChunkSource):
             parts = [dask.delayed(combine)(*pair) if len(pair) == 2 else pair[0] for pair in pairs]
         return parts[0].compute()
 
-
     def delayed_map(self, task: Callable[..., Any]) -> list[Any]:
         """``task(chunk, first_cell)`` of every chunk, as Dask delayed objects (not run)."""
         import dask
