@@ -95,8 +95,7 @@ def differential(
 
 def _pairs(adata: AnnData, key: str) -> tuple[pd.DataFrame, tuple[str, str]]:
     """Every changed pair (strongest ``|dmi|`` first) with its MI in each group."""
-    stored = pair_score(adata, key)
-    if stored.name != DMI:
+    if not isinstance(key, str) or f"{key}_{DMI}" not in adata.varp:
         raise ValueError(
             f"key={key!r} holds no differential co-expression (no adata.varp['{key}_dmi']); "
             "run gv.tl.differential_coexpression(adata, groupby, group=..., reference=..., "

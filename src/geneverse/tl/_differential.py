@@ -107,7 +107,11 @@ def differential_coexpression(
         The category it is compared with; cells of other categories are not used.
     n_permutations
         Label permutations for the p-values (0: the ``dmi`` alone, no p-values). The
-        smallest p-value is ``1 / (1 + n_permutations)``.
+        smallest p-value is ``1 / (1 + n_permutations)``, so the q-value of a pair among
+        ``m`` tested pairs, ``k`` of them at that p-value, is at least ``m / ((1 +
+        n_permutations) k)``: for q-values below 0.05 among many pairs, restrict the pairs
+        (``genes``, ``against``) or raise ``n_permutations`` (e.g. 1,000 for the 47,000
+        pairs of 300 genes).
     {doc_matrix}
     {doc_genes}
     against
