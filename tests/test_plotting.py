@@ -203,13 +203,13 @@ def test_error_unused_genes(modules):
 
 
 def test_error_single_gene_name_as_string(modules):
-    with pytest.raises(ValueError, match=r"pass a list: genes=\['A0', \.\.\.\]"):
+    with pytest.raises(ValueError, match=r"pass a list: genes=\['A0'\]"):
         gv.pl.mi_heatmap(modules, "A0", show=False)
 
 
-def test_error_boolean_mask(modules):
-    with pytest.raises(ValueError, match="boolean mask; pass a list of gene names"):
-        gv.pl.mi_heatmap(modules, modules.var["marker"].to_numpy(), show=False)
+def test_boolean_mask_selects_its_genes(modules):
+    ax, _ = heatmap(modules, modules.var["marker"].to_numpy(), cluster=False)
+    assert ticks(ax)[0] == list(modules.var_names[modules.var["marker"]])
 
 
 def test_error_column_not_boolean(modules):
@@ -222,7 +222,84 @@ def test_error_unknown_symbol_column(modules):
         gv.pl.mi_heatmap(modules, gene_symbols="symbol", show=False)
 
 
-@pytest.mark.parametrize("n_genes", [0, -3, 2.5])
-def test_error_bad_n_genes(modules, n_genes):
-    with pytest.raises(ValueError, match="n_genes must be"):
+@pytest.mark.parametrize(
+    ("n_genes", "error", "match"),
+    [
+        (0, ValueError, "n_genes=0 is out of range"),
+        (-3, ValueError, "n_genes=-3 is out of range"),
+        (2.5, TypeError, "n_genes must be a whole number"),
+    ],
+)
+def test_error_bad_n_genes(modules, n_genes, error, match):
+    with pytest.raises(error, match=match):
         gv.pl.mi_heatmap(modules, n_genes=n_genes, show=False)
+
+
+# --- module bars ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def with_modules(modules) -> ad.AnnData:
+    """The planted modules as gv.tl.modules stores them: B is the larger module here."""
+    names = np.where(
+        modules.var_names.isin(MODULE_B),
+        "M1",
+        np.where(modules.var_names.isin(MODULE_A), "M2", None),
+    )
+    modules.var["gv_module"] = pd.Categorical(names, categories=["M1", "M2"])
+    return modules
+
+
+def bars(ax: Axes) -> tuple[np.ndarray, np.ndarray]:
+    """The colour indices of the top and the right module bar."""
+    top, right = (child for child in ax.child_axes if child.get_label() == "modules")
+    return np.asarray(top.images[0].get_array()).ravel(), np.asarray(
+        right.images[0].get_array()
+    ).ravel()
+
+
+def test_module_bars_group_the_genes_by_module(with_modules):
+    ax, image = heatmap(with_modules, n_genes=20, modules=True)
+    x, y = ticks(ax)
+    assert x == y and sorted(x) == sorted(MODULE_A + MODULE_B)  # genes of modules only
+    assert x[: len(MODULE_B)] == [g for g in x if g in MODULE_B]  # M1 first, contiguous
+    top, right = bars(ax)
+    codes = pd.Categorical(with_modules.var["gv_module"][x]).codes
+    np.testing.assert_array_equal(top, codes)
+    np.testing.assert_array_equal(right, codes)
+    names = [text.get_text() for child in ax.child_axes for text in child.texts]
+    assert names == ["M1", "M2"]
+    positions = [with_modules.var_names.get_loc(g) for g in x]
+    off = ~np.eye(len(x), dtype=bool)
+    np.testing.assert_allclose(
+        np.asarray(image.get_array())[off],
+        with_modules.varp["gv_mi"][np.ix_(positions, positions)][off],
+        rtol=1e-6,
+    )
+
+
+def test_module_bars_of_given_genes_put_genes_in_no_module_last(with_modules):
+    genes = ["n1", "A0", "B3", "n2", "A1"]
+    ax, _ = heatmap(with_modules, genes, cluster=False, modules="gv_module")
+    x, _ = ticks(ax)
+    assert x == ["B3", "A0", "A1", "n1", "n2"]
+    top, _ = bars(ax)
+    np.testing.assert_array_equal(top, [0, 1, 1, 2, 2])  # 2: the colour of no module
+
+
+def test_module_bars_each_module_in_turn(with_modules):
+    ax, _ = heatmap(with_modules, n_genes=4, modules=True)
+    x, _ = ticks(ax)
+    assert sum(g in MODULE_A for g in x) == 2 and sum(g in MODULE_B for g in x) == 2
+
+
+def test_module_bars_errors(with_modules):
+    with pytest.raises(ValueError, match=r"module_key='clusters' is not a column of adata\.var"):
+        gv.pl.mi_heatmap(with_modules, modules="clusters", show=False)
+    with pytest.raises(ValueError, match="is not categorical"):
+        gv.pl.mi_heatmap(with_modules, modules="feature_name", show=False)
+    with pytest.raises(TypeError, match="modules must be True, False or the name"):
+        gv.pl.mi_heatmap(with_modules, modules=3, show=False)
+    with_modules.var["gv_module"] = pd.Categorical([None] * with_modules.n_vars, categories=["M1"])
+    with pytest.raises(ValueError, match="No gene with MI is in a module"):
+        gv.pl.mi_heatmap(with_modules, modules=True, show=False)
