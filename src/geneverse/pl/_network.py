@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._utils import check_random_state, check_whole_number
+from .._utils import check_whole_number
 from ..get._network import module_column, to_networkx
 from ..get._network import network as edge_list
 from ._differential import GAIN, LOSS
@@ -34,7 +34,6 @@ def network(
     score: str | None = None,
     max_q: float | None = None,
     gene_symbols: str | None = None,
-    random_state: int | None = 0,
     ax: Axes | None = None,
     show: bool | None = None,
     return_fig: bool = False,
@@ -43,10 +42,10 @@ def network(
 
     The ``n_edges`` edges with the largest ``|score|`` between genes of ``module`` (of all
     genes without it), as :func:`geneverse.get.network` lists them, placed by a
-    force-directed layout (:func:`networkx.spring_layout`, weighted by ``|score|``). An
-    edge's colour is its sign (red: genes expressed together, or for a differential key
-    gaining MI; blue: the opposite), its width its ``|score|``; genes are coloured by
-    module, as in :func:`~geneverse.pl.mi_heatmap`.
+    force-directed layout (:func:`networkx.kamada_kawai_layout`, each connected component
+    on its own). An edge's colour is its sign (red: genes expressed together, or for a
+    differential key gaining MI; blue: the opposite), its width its ``|score|``; genes
+    are coloured by module, as in :func:`~geneverse.pl.mi_heatmap`.
 
     Parameters
     ----------
@@ -68,8 +67,6 @@ def network(
         Only edges with a q-value ``<= max_q`` (see :func:`~geneverse.get.network`).
     gene_symbols
         Column of ``adata.var`` with the gene names to write on the vertices.
-    random_state
-        Seed of the layout.
     ax
         Draw into these axes. ``None``: a new figure.
     show
@@ -91,7 +88,6 @@ def network(
     import matplotlib.pyplot as plt
 
     n_edges = check_whole_number("n_edges", n_edges, minimum=1, what="edges")
-    random_state = check_random_state(random_state)
     edges = edge_list(
         adata, key, score=score, max_q=max_q, module=module, module_key=module_key
     ).head(n_edges)
@@ -105,7 +101,7 @@ def network(
         fig, ax = plt.subplots(figsize=(6.0, 5.5), layout="constrained")
     else:
         fig = ax.figure
-    _draw(ax, edges, adata, module_key, gene_symbols, random_state)
+    _draw(ax, edges, adata, module_key, gene_symbols)
     what = "all genes" if module is None else f"module {_shown(module)}"
     ax.set_title(f"The {len(edges)} strongest edges of {what}", fontsize=10)
     if return_fig:
@@ -120,15 +116,13 @@ def _shown(module: str | Sequence[str]) -> str:
     return module if isinstance(module, str) else ", ".join(map(str, module))
 
 
-def _draw(ax: Axes, edges: pd.DataFrame, adata, module_key, gene_symbols, seed) -> None:
+def _draw(ax: Axes, edges: pd.DataFrame, adata, module_key, gene_symbols) -> None:
     import networkx as nx
     from matplotlib.lines import Line2D
 
     graph = to_networkx(edges)
     weights = np.abs(np.array([w for _, _, w in graph.edges(data="weight")]))
-    for (a, b), strength in zip(graph.edges(), weights, strict=True):
-        graph.edges[a, b]["strength"] = float(strength)
-    layout = packed_layout(graph, seed)
+    layout = packed_layout(graph)
     low, high = float(weights.min()), float(weights.max())
     share = (weights - low) / (high - low) if high > low else np.ones_like(weights)
     signs = np.sign([w for _, _, w in graph.edges(data="weight")])
@@ -159,26 +153,27 @@ def _draw(ax: Axes, edges: pd.DataFrame, adata, module_key, gene_symbols, seed) 
     ]
     ax.legend(handles=handles, loc="lower left", fontsize=8, frameon=False, title="score")
     ax.margins(0.08)
+    ax.set_aspect("equal", adjustable="datalim")
     ax.set_axis_off()
 
 
-def packed_layout(graph, seed: int | None) -> dict:
-    """A force-directed layout of each connected component (weighted by ``"strength"``),
-    the components side by side, largest first, each in a square whose side grows with
-    the square root of its genes (one layout of all would push them far apart)."""
+def packed_layout(graph) -> dict:
+    """A force-directed layout of each connected component (Kamada–Kawai, unweighted, so
+    that the genes are evenly spaced; the edges' widths show their strength), the
+    components side by side, largest first, each in a square whose side grows with the
+    square root of its genes (one layout of all would push them far apart)."""
     import networkx as nx
 
     components = sorted(nx.connected_components(graph), key=lambda c: (-len(c), min(c)))
     sides = [np.sqrt(len(component)) for component in components]
-    row_width = max(sum(sides) / max(1.0, np.sqrt(len(components))), sides[0])
+    row_width = max(sum(sides) / max(1.0, np.sqrt(len(components))), 1.6 * sides[0])
     layout, x, y, row_height = {}, 0.0, 0.0, 0.0
     for component, side in zip(components, sides, strict=True):
         if x > 0 and x + side > row_width * 1.01:
             x, y, row_height = 0.0, y - row_height * 1.15, 0.0
         sub = graph.subgraph(component)
-        k = 2.5 / np.sqrt(len(component))  # more room for labels than networkx's 1/sqrt(n)
         if len(component) > 2:
-            points = nx.spring_layout(sub, weight="strength", k=k, iterations=200, seed=seed)
+            points = nx.kamada_kawai_layout(sub, weight=None)
         else:
             points = {node: (i - 0.5, 0.0) for i, node in enumerate(sorted(component))}
         coords = np.array(list(points.values()), dtype=float)
