@@ -1,14 +1,16 @@
 //! The kernel input: a borrowed view of the binned genes, and its checks.
 //!
-//! This mirrors `geneverse.kernels._base.BinnedGenes`: one CSR row per cell whose
-//! entries are the cell's expressed genes (increasing), their bins and their values.
+//! This mirrors `geneverse._data._binned.BinnedGenes`: one CSR row per cell whose
+//! entries are the cell's expressed genes (increasing), their bins and their sign values,
+//! and the per-gene tables of the finish, made once in binning and read here as they are
+//! (the docs page "How the scores are computed").
 
 use std::ops::Range;
 
 /// Largest number of bins of a gene (bins are stored as `u8`, the zero bin included).
 pub const MAX_BINS: usize = 256;
 
-/// The genes' nonzero bins, cell by cell, and the per-gene tables the MI finish needs.
+/// The genes' nonzero bins, cell by cell, and the per-gene tables the finish reads.
 #[derive(Clone, Copy, Debug)]
 pub struct Binned<'a> {
     /// `n_cells + 1` offsets: cell `c` owns entries `indptr[c]..indptr[c + 1]`.
@@ -17,7 +19,7 @@ pub struct Binned<'a> {
     pub genes: &'a [i32],
     /// The bin of each entry, `1..n_bins[gene]`.
     pub bins: &'a [u8],
-    /// The expression value of each entry.
+    /// The sign value of each entry (in `[-1, 1]`; the signs are computed from them).
     pub values: &'a [f64],
     /// Bins per gene, the zero bin included.
     pub n_bins: &'a [i32],
@@ -25,12 +27,24 @@ pub struct Binned<'a> {
     pub bin_counts: &'a [i64],
     /// Number of columns of `bin_counts`.
     pub max_bins: usize,
-    /// Sum of each gene's values over all cells.
-    pub value_sums: &'a [f64],
     /// Whether each gene is not constant over the cells.
     pub varies: &'a [bool],
+    /// Each gene's sign values summed over the cells, in increasing cell order.
+    pub value_sums: &'a [f64],
+    /// `sqrt` of each gene's sum of squared sign values.
+    pub value_norms: &'a [f64],
+    /// `z_g`: cells expressing each gene (the sum of its nonzero bin counts).
+    pub expressed: &'a [i64],
+    /// `sum_{a >= 1} xlogx[bin_counts[g, a]]`, `a` increasing.
+    pub bins_xlogx: &'a [f64],
+    /// Each gene's nonzero bins that some cell is in.
+    pub occupied: &'a [i64],
+    /// Williams' sum over the occupied rows of each gene's full table.
+    pub full_inverse: &'a [f64],
     /// `xlogx[m] = m * log2(m)`, at least `n_cells + 1` entries.
     pub xlogx: &'a [f64],
+    /// `log2[m] = log2(m)` (0 at `m = 0`), at least `n_cells + 1` entries.
+    pub log2: &'a [f64],
 }
 
 impl<'a> Binned<'a> {
@@ -96,19 +110,28 @@ impl<'a> Binned<'a> {
                 self.max_bins
             ));
         }
-        if self.value_sums.len() != n_genes || self.varies.len() != n_genes {
+        let per_gene = [
+            ("varies", self.varies.len()),
+            ("value_sums", self.value_sums.len()),
+            ("value_norms", self.value_norms.len()),
+            ("expressed", self.expressed.len()),
+            ("bins_xlogx", self.bins_xlogx.len()),
+            ("occupied", self.occupied.len()),
+            ("full_inverse", self.full_inverse.len()),
+        ];
+        if let Some((name, len)) = per_gene.iter().find(|(_, len)| *len != n_genes) {
             return Err(format!(
-                "value_sums and varies must have n_genes = {n_genes} entries (got {}, {})",
-                self.value_sums.len(),
-                self.varies.len()
+                "{name} must have n_genes = {n_genes} entries (got {len})"
             ));
         }
-        if self.xlogx.len() <= self.n_cells() {
-            return Err(format!(
-                "xlogx must have at least n_cells + 1 = {} entries (got {})",
-                self.n_cells() + 1,
-                self.xlogx.len()
-            ));
+        for (name, table) in [("xlogx", self.xlogx), ("log2", self.log2)] {
+            if table.len() <= self.n_cells() {
+                return Err(format!(
+                    "{name} must have at least n_cells + 1 = {} entries (got {})",
+                    self.n_cells() + 1,
+                    table.len()
+                ));
+            }
         }
         if let Some(g) =
             (0..n_genes).find(|&g| !(1..=self.max_bins as i32).contains(&self.n_bins[g]))
@@ -118,12 +141,33 @@ impl<'a> Binned<'a> {
                 self.n_bins[g], self.max_bins
             ));
         }
+        self.check_gene_tables()
+    }
+
+    /// Checks that the integer tables of each gene agree with its bin counts (the float
+    /// tables are read as they are).
+    fn check_gene_tables(&self) -> Result<(), String> {
         let n_cells = self.n_cells() as i64;
-        for g in 0..n_genes {
+        for g in 0..self.n_genes() {
             let counts = self.nonzero_bin_counts(g);
             if counts.iter().any(|&n| n < 0) || counts.iter().sum::<i64>() > n_cells {
                 return Err(format!(
                     "bin_counts[{g}] must be non-negative and sum to at most n_cells"
+                ));
+            }
+            let expressed: i64 = counts.iter().sum();
+            if self.expressed[g] != expressed {
+                return Err(format!(
+                    "expressed[{g}] = {} is not the sum of bin_counts[{g}, 1:] ({expressed})",
+                    self.expressed[g]
+                ));
+            }
+            let occupied = counts.iter().filter(|&&n| n > 0).count() as i64;
+            if self.occupied[g] != occupied {
+                return Err(format!(
+                    "occupied[{g}] = {} is not the number of nonzero bin_counts[{g}, 1:] \
+                     ({occupied})",
+                    self.occupied[g]
                 ));
             }
         }
@@ -133,8 +177,8 @@ impl<'a> Binned<'a> {
     /// Checks every entry against the gene tables; O(entries + genes · bins).
     ///
     /// Genes must be in range and strictly increasing within each cell, bins in
-    /// `1..n_bins[gene]`, and no bin may have more entries than `bin_counts` says. (It may
-    /// have fewer: a summary of many chunks of cells holds their bin counts and no entry.)
+    /// `1..n_bins[gene]`, and every bin must have exactly as many entries as `bin_counts`
+    /// says (the finish derives every cell of a pair's table from them).
     pub fn check_entries(&self) -> Result<(), String> {
         let n_genes = self.n_genes();
         let mut counted = vec![0i64; n_genes * self.max_bins];
@@ -153,21 +197,22 @@ impl<'a> Binned<'a> {
                 let bin = self.bins[e] as usize;
                 if bin == 0 || bin >= self.n_bins[gene] as usize {
                     return Err(format!(
-                        "entry {e} (cell {cell}, gene {gene}) has bin {bin}, not in 1..{}",
+                        "bins[{e}] = {bin} (cell {cell}, gene {gene}) is not in 1..{}",
                         self.n_bins[gene]
                     ));
                 }
                 counted[gene * self.max_bins + bin] += 1;
             }
         }
-        let over = counted
+        let differs = counted
             .iter()
             .zip(self.bin_counts)
-            .position(|(&n, &limit)| n > limit);
-        if let Some(at) = over {
+            .enumerate()
+            .position(|(at, (&n, &expected))| at % self.max_bins != 0 && n != expected);
+        if let Some(at) = differs {
             let (gene, bin) = (at / self.max_bins, at % self.max_bins);
             return Err(format!(
-                "gene {gene} has {} entries in bin {bin}, more than bin_counts[{gene}, {bin}] = {}",
+                "gene {gene} has {} entries in bin {bin}, but bin_counts[{gene}, {bin}] = {}",
                 counted[at], self.bin_counts[at]
             ));
         }
@@ -201,16 +246,28 @@ pub(crate) mod testing {
         pub n_bins: Vec<i32>,
         pub bin_counts: Vec<i64>,
         pub max_bins: usize,
-        pub value_sums: Vec<f64>,
         pub varies: Vec<bool>,
+        pub value_sums: Vec<f64>,
+        pub value_norms: Vec<f64>,
+        pub expressed: Vec<i64>,
+        pub bins_xlogx: Vec<f64>,
+        pub occupied: Vec<i64>,
+        pub full_inverse: Vec<f64>,
         pub xlogx: Vec<f64>,
+        pub log2: Vec<f64>,
     }
 
     impl OwnedBinned {
-        /// From `bins[cell][gene]` (0 = not expressed) and the matching `values`.
+        /// From `bins[cell][gene]` (0 = not expressed) and the matching `values`, with the
+        /// per-gene tables made as `BinnedGenes.of` makes them.
         pub fn from_dense(bins: &[Vec<u8>], values: &[Vec<f64>], n_bins: &[i32]) -> Self {
             let n_genes = n_bins.len();
+            let n_cells = bins.len();
             let max_bins = *n_bins.iter().max().unwrap_or(&1) as usize;
+            let log2: Vec<f64> = (0..=n_cells)
+                .map(|m| if m == 0 { 0.0 } else { (m as f64).log2() })
+                .collect();
+            let xlogx = log2.iter().enumerate().map(|(m, l)| m as f64 * l).collect();
             let mut out = OwnedBinned {
                 indptr: vec![0],
                 genes: vec![],
@@ -219,17 +276,15 @@ pub(crate) mod testing {
                 n_bins: n_bins.to_vec(),
                 bin_counts: vec![0; n_genes * max_bins],
                 max_bins,
-                value_sums: vec![0.0; n_genes],
                 varies: vec![false; n_genes],
-                xlogx: (0..=bins.len())
-                    .map(|m| {
-                        if m == 0 {
-                            0.0
-                        } else {
-                            m as f64 * (m as f64).log2()
-                        }
-                    })
-                    .collect(),
+                value_sums: vec![0.0; n_genes],
+                value_norms: vec![0.0; n_genes],
+                expressed: vec![0; n_genes],
+                bins_xlogx: vec![0.0; n_genes],
+                occupied: vec![0; n_genes],
+                full_inverse: vec![0.0; n_genes],
+                xlogx,
+                log2,
             };
             for (cell_bins, cell_values) in bins.iter().zip(values) {
                 for (g, (&b, &x)) in cell_bins.iter().zip(cell_values).enumerate() {
@@ -238,14 +293,31 @@ pub(crate) mod testing {
                         out.bins.push(b);
                         out.values.push(x);
                         out.bin_counts[g * max_bins + b as usize] += 1;
+                        out.value_sums[g] += x;
+                        out.value_norms[g] += x * x;
                     }
-                    out.value_sums[g] += x;
                 }
                 out.indptr.push(out.genes.len() as i64);
             }
             for g in 0..n_genes {
                 let first = values.first().map_or(0.0, |row| row[g]);
                 out.varies[g] = values.iter().any(|row| row[g] != first);
+                out.value_norms[g] = out.value_norms[g].sqrt();
+                let counts = &out.bin_counts[g * max_bins + 1..(g + 1) * max_bins];
+                out.expressed[g] = counts.iter().sum();
+                out.bins_xlogx[g] = counts.iter().fold(0.0, |s, &n| s + out.xlogx[n as usize]);
+                out.occupied[g] = counts.iter().filter(|&&n| n > 0).count() as i64;
+                let inverse =
+                    counts.iter().fold(
+                        0.0,
+                        |s, &n| if n > 0 { s + 1.0 / n as f64 } else { s + 0.0 },
+                    );
+                let unexpressed = n_cells as i64 - out.expressed[g];
+                out.full_inverse[g] = if unexpressed > 0 {
+                    inverse + 1.0 / unexpressed as f64
+                } else {
+                    inverse + 0.0
+                };
             }
             out
         }
@@ -259,9 +331,15 @@ pub(crate) mod testing {
                 n_bins: &self.n_bins,
                 bin_counts: &self.bin_counts,
                 max_bins: self.max_bins,
-                value_sums: &self.value_sums,
                 varies: &self.varies,
+                value_sums: &self.value_sums,
+                value_norms: &self.value_norms,
+                expressed: &self.expressed,
+                bins_xlogx: &self.bins_xlogx,
+                occupied: &self.occupied,
+                full_inverse: &self.full_inverse,
                 xlogx: &self.xlogx,
+                log2: &self.log2,
             }
         }
     }
@@ -286,6 +364,9 @@ mod tests {
         let owned = small();
         assert_eq!(owned.view().check_shapes(), Ok(()));
         assert_eq!(owned.view().check_entries(), Ok(()));
+        assert_eq!(owned.expressed, vec![2, 2, 2]);
+        assert_eq!(owned.occupied, vec![2, 1, 2]);
+        assert_eq!(owned.full_inverse[1], 1.0 / 2.0 + 1.0);
     }
 
     #[test]
@@ -303,35 +384,58 @@ mod tests {
     fn bin_outside_the_gene_is_rejected() {
         let mut owned = small();
         owned.bins[0] = 3;
-        assert!(owned.view().check_entries().unwrap_err().contains("bin 3"));
-    }
-
-    #[test]
-    fn bin_counts_below_the_entries_are_rejected() {
-        let mut owned = small();
-        owned.bin_counts[1] -= 1;
         assert!(owned
             .view()
             .check_entries()
             .unwrap_err()
-            .contains("more than"));
+            .contains("bins[0] = 3"));
     }
 
     #[test]
-    fn a_summary_without_entries_passes() {
+    fn bin_counts_other_than_the_entries_are_rejected() {
+        for change in [-1, 1] {
+            let mut owned = small();
+            owned.bin_counts[1] += change;
+            assert!(owned
+                .view()
+                .check_entries()
+                .unwrap_err()
+                .contains("bin_counts[0, 1]"));
+        }
+    }
+
+    #[test]
+    fn tables_other_than_the_bin_counts_are_rejected() {
         let mut owned = small();
-        owned.indptr.fill(0);
-        owned.genes.clear();
-        owned.bins.clear();
-        owned.values.clear();
-        assert_eq!(owned.view().check_shapes(), Ok(()));
-        assert_eq!(owned.view().check_entries(), Ok(()));
+        owned.expressed[2] += 1;
+        assert!(owned
+            .view()
+            .check_shapes()
+            .unwrap_err()
+            .contains("expressed[2]"));
+        let mut owned = small();
+        owned.occupied[0] = 1;
+        assert!(owned
+            .view()
+            .check_shapes()
+            .unwrap_err()
+            .contains("occupied[0]"));
+        let mut owned = small();
+        owned.full_inverse.pop();
+        assert!(owned
+            .view()
+            .check_shapes()
+            .unwrap_err()
+            .contains("full_inverse"));
     }
 
     #[test]
-    fn short_xlogx_is_rejected() {
+    fn short_tables_are_rejected() {
         let mut owned = small();
         owned.xlogx.pop();
         assert!(owned.view().check_shapes().unwrap_err().contains("xlogx"));
+        let mut owned = small();
+        owned.log2.pop();
+        assert!(owned.view().check_shapes().unwrap_err().contains("log2"));
     }
 }

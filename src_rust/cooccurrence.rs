@@ -1,6 +1,6 @@
-//! Co-occurrence counting (DESIGN.md §3): the integer joint histograms `n_ij(a, b)`,
-//! `a, b >= 1`, and the sums of products `sum_c x_ic x_jc`, of a tile of gene pairs, by
-//! one scan over the cells.
+//! Co-occurrence counting (the docs page "How the scores are computed"): the integer
+//! joint histograms `n_ij(a, b)`, `a, b >= 1`, and the sums of products of the sign values
+//! `sum_c x_ic x_jc`, of a tile of gene pairs, by one scan over the cells.
 //!
 //! A tile is a block of row genes × a block of column genes. For each cell, every pair of
 //! a row entry and a column entry is one increment: `sum over cells of nnz_I · nnz_J`
@@ -205,7 +205,7 @@ impl TileAccumulator {
 
     /// The counts of the gene in column `col_i` of the row block against the gene in
     /// column `col_j` of the column block.
-    pub fn joint(&self, col_i: usize, col_j: usize) -> JointCounts<'_, u32> {
+    pub fn joint(&self, col_i: usize, col_j: usize) -> JointCounts<'_> {
         let row_len = self.row_len();
         let start = col_i * self.stride * row_len + col_j * self.stride;
         JointCounts {
@@ -262,7 +262,9 @@ pub(crate) mod tests {
             for (g, &k) in n_bins.iter().enumerate() {
                 if k > 1 && (next() % 1000) as f64 / 1000.0 < density {
                     bins[cell][g] = 1 + (next() % (k as u64 - 1)) as u8;
-                    values[cell][g] = f64::from(bins[cell][g]) + (next() % 4) as f64 * 0.25;
+                    // Sign values: in [-1, 1], of either sign.
+                    let x = f64::from(bins[cell][g]) + (next() % 4) as f64 * 0.25;
+                    values[cell][g] = (x - 3.0) / 8.0;
                 }
             }
         }
@@ -305,7 +307,11 @@ pub(crate) mod tests {
                                 "block {block_genes}, pair ({i}, {j}), bin {a}"
                             );
                         }
-                        assert_eq!(tile.product(ci, cj), products, "pair ({i}, {j})");
+                        assert_eq!(
+                            tile.product(ci, cj).to_bits(),
+                            products.to_bits(),
+                            "pair ({i}, {j})"
+                        );
                         tile.clear_pair(
                             ci,
                             cj,

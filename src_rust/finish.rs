@@ -1,379 +1,570 @@
-//! The MI finish (DESIGN.md §3): mutual information of one pair from its integer
-//! co-occurrence counts, the genes' bin counts and the shared `m log2 m` table, and the
-//! sign of the pair's Pearson correlation.
+//! The fused finish: each pair's integer co-occurrence counts turned at once into its
+//! stored scores (the MI under the scoring choice, signed, and with a test the
+//! Williams-corrected G statistic and its degrees of freedom).
+//!
+//! Every backend performs the same `float64` operations in the same order (the docs page
+//! "How the scores are computed", sections "The fused finish", "Signs" and "The G-test"),
+//! so that all give the same bits. The per-gene tables are read from the input, made once
+//! in binning; a quantity of one gene that the sequence computes the same way for every
+//! pair (`N * norm_g`, `xlogx[N - z_g] + bins_xlogx[g]`, `N * full_inverse[g] - 1.0`) is
+//! computed once per gene here, which gives the same bits.
+
+use std::f64::consts::LN_2;
 
 use crate::binned::Binned;
 
-/// The partner-independent part of a gene's MI terms.
+/// What the finish turns each pair's counts into (`geneverse.kernels.Scoring`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scoring {
+    /// Multiply the MI by the sign of the pair's Pearson correlation.
+    pub signed: bool,
+    /// Count the cells where both genes are zero (the MI over all cells).
+    pub include_zeros: bool,
+    /// Add the Miller–Madow correction to each entropy term.
+    pub miller_madow: bool,
+    /// Also give the G statistic of the full table and its degrees of freedom.
+    pub g_test: bool,
+    /// A sign counts only when `|cov|` exceeds this share of its rounding error bound.
+    pub sign_tolerance: f64,
+}
+
+impl Scoring {
+    /// GeneVector's score: signed plug-in MI over the cells expressing either gene.
+    pub fn default_score(sign_tolerance: f64) -> Self {
+        Scoring {
+            signed: true,
+            include_zeros: false,
+            miller_madow: false,
+            g_test: false,
+            sign_tolerance,
+        }
+    }
+}
+
+/// The stored scores of one pair.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PairScores {
+    /// The MI in bits under the scoring choice (signed when it is), never `-0.0`.
+    pub mi: f32,
+    /// The Williams-corrected G statistic (0 without a test, or where `dof` is 0).
+    pub statistic: f64,
+    /// The degrees of freedom of the full table (0 without a test).
+    pub dof: i32,
+}
+
+/// What the finish needs of one gene.
 #[derive(Clone, Copy, Debug)]
-pub struct GeneMarginal<'a> {
-    /// `n_g(a)` for the nonzero bins `a = 1..n_bins[g]`.
-    pub bin_counts: &'a [i64],
-    /// `z_g`: cells expressing the gene.
-    pub expressed: i64,
-    /// `sum_a xlogx[n_g(a)]`.
-    pub bins_xlogx: f64,
+struct Gene {
+    /// Where its nonzero bin counts start in [`GeneTables::bin_counts`].
+    counts_at: usize,
+    /// Its nonzero bins, `K_g = n_bins[g] - 1`.
+    bins: usize,
+    /// `z_g`.
+    expressed: u32,
+    /// `occupied[g]`.
+    occupied: i64,
+    /// `bins_xlogx[g]`.
+    bins_xlogx: f64,
+    /// `levels[g] = occupied[g] + (z_g < N)`.
+    levels: i64,
+    /// `xlogx[N - z_g] + bins_xlogx[g]`: the margin term of the full table.
+    full_margin: f64,
+    /// `N * full_inverse[g] - 1.0`: the gene's factor of Williams' `q`.
+    williams: f64,
+    varies: bool,
+    value_sum: f64,
+    value_norm: f64,
+    /// `N * value_norms[g]`.
+    scaled_norm: f64,
 }
 
 /// The per-gene tables of the finish, owned (copied from the input once per kernel).
 #[derive(Debug)]
 pub struct GeneTables {
-    n_cells: usize,
-    max_bins: usize,
-    n_bins: Vec<i32>,
-    /// Row-major `(n_genes, max_bins)`.
-    bin_counts: Vec<i64>,
-    expressed: Vec<i64>,
-    bins_xlogx: Vec<f64>,
-    value_sums: Vec<f64>,
-    /// `sum_c x_gc²`, added in increasing cell order.
-    sums_of_squares: Vec<f64>,
-    varies: Vec<bool>,
-    /// `xlogx[m] = m * log2(m)`, the one table MI is finished with.
-    pub xlogx: Vec<f64>,
+    n_cells: u32,
+    genes: Vec<Gene>,
+    /// Every gene's nonzero bin counts `n_g(1..=K_g)`, one gene after another.
+    bin_counts: Vec<u32>,
+    /// `xlogx[m] = m * log2(m)`, `m = 0..=N`.
+    xlogx: Vec<f64>,
+    /// `log2[m]`, `m = 0..=N`.
+    log2: Vec<f64>,
 }
 
 impl GeneTables {
-    /// The tables of `binned` (checked).
+    /// The tables of `binned` (its shapes checked).
     pub fn new(binned: &Binned<'_>) -> Self {
-        let n_genes = binned.n_genes();
-        let xlogx = binned.xlogx[..=binned.n_cells()].to_vec();
-        let marginal = |g: usize| -> (i64, f64) {
-            let counts = binned.nonzero_bin_counts(g);
-            (
-                counts.iter().sum(),
-                counts.iter().map(|&n| xlogx[n as usize]).sum(),
-            )
-        };
-        let (expressed, bins_xlogx) = (0..n_genes).map(marginal).unzip();
-        let mut sums_of_squares = vec![0.0; n_genes];
-        for (&gene, &x) in binned.genes.iter().zip(binned.values) {
-            sums_of_squares[gene as usize] += x * x;
-        }
+        let n_cells = binned.n_cells();
+        let n = n_cells as f64;
+        let xlogx = binned.xlogx[..=n_cells].to_vec();
+        let log2 = binned.log2[..=n_cells].to_vec();
+        let mut bin_counts = Vec::new();
+        let genes = (0..binned.n_genes())
+            .map(|g| {
+                let counts = binned.nonzero_bin_counts(g);
+                let counts_at = bin_counts.len();
+                bin_counts.extend(counts.iter().map(|&c| c as u32));
+                let expressed = binned.expressed[g];
+                let unexpressed = n_cells - expressed as usize;
+                Gene {
+                    counts_at,
+                    bins: counts.len(),
+                    expressed: expressed as u32,
+                    occupied: binned.occupied[g],
+                    bins_xlogx: binned.bins_xlogx[g],
+                    levels: binned.occupied[g] + i64::from(unexpressed > 0),
+                    full_margin: xlogx[unexpressed] + binned.bins_xlogx[g],
+                    williams: n * binned.full_inverse[g] - 1.0,
+                    varies: binned.varies[g],
+                    value_sum: binned.value_sums[g],
+                    value_norm: binned.value_norms[g],
+                    scaled_norm: n * binned.value_norms[g],
+                }
+            })
+            .collect();
         GeneTables {
-            n_cells: binned.n_cells(),
-            max_bins: binned.max_bins,
-            n_bins: binned.n_bins.to_vec(),
-            bin_counts: binned.bin_counts.to_vec(),
-            expressed,
-            bins_xlogx,
-            value_sums: binned.value_sums.to_vec(),
-            sums_of_squares,
-            varies: binned.varies.to_vec(),
+            n_cells: n_cells as u32,
+            genes,
+            bin_counts,
             xlogx,
+            log2,
         }
     }
 
     /// Number of genes.
     pub fn n_genes(&self) -> usize {
-        self.n_bins.len()
+        self.genes.len()
     }
 
     /// Number of nonzero bins of gene `gene`.
     pub fn nonzero_bins(&self, gene: usize) -> usize {
-        self.n_bins[gene] as usize - 1
+        self.genes[gene].bins
     }
 
-    /// The marginal of gene `gene`.
-    pub fn marginal(&self, gene: usize) -> GeneMarginal<'_> {
-        let row = gene * self.max_bins;
-        GeneMarginal {
-            bin_counts: &self.bin_counts[row + 1..row + 1 + self.nonzero_bins(gene)],
-            expressed: self.expressed[gene],
-            bins_xlogx: self.bins_xlogx[gene],
-        }
-    }
-
-    /// Sign of the Pearson correlation of genes `i` and `j`, whose sum of products over
-    /// the cells is `products`; 0 when undefined.
-    pub fn correlation_sign(&self, i: usize, j: usize, products: f64) -> f64 {
-        let sums = (self.value_sums[i], self.value_sums[j]);
-        correlation_sign(
-            products,
-            self.n_cells,
-            sums,
-            self.varies[i] && self.varies[j],
-        )
-    }
-
-    /// `sum_c x_gc²` of gene `gene` (its sum of products with itself).
-    pub fn sum_of_squares(&self, gene: usize) -> f64 {
-        self.sums_of_squares[gene]
+    /// `n_g(1..=K_g)` of gene `gene`.
+    fn bin_counts(&self, gene: &Gene) -> &[u32] {
+        &self.bin_counts[gene.counts_at..gene.counts_at + gene.bins]
     }
 
     /// Bytes held.
     pub fn nbytes(&self) -> usize {
-        4 * self.n_bins.len()
-            + 8 * (self.bin_counts.len() + self.expressed.len() + self.bins_xlogx.len())
-            + 17 * self.value_sums.len()
-            + 8 * self.xlogx.len()
+        std::mem::size_of::<Gene>() * self.genes.len()
+            + 4 * self.bin_counts.len()
+            + 8 * (self.xlogx.len() + self.log2.len())
     }
 }
-
-/// A count of cells: `u32` in the kernel's own tiles, `i64` in count blocks from Python.
-pub trait Count: Copy + Into<i64> {}
-impl Count for u32 {}
-impl Count for i64 {}
 
 /// The co-occurrence counts `n_ij(a, b)` of one pair, `a, b >= 1`, inside a larger buffer:
 /// `n_ij(a + 1, b + 1) = data[a * row_stride + b]`.
 #[derive(Clone, Copy, Debug)]
-pub struct JointCounts<'a, C> {
-    pub data: &'a [C],
+pub struct JointCounts<'a> {
+    pub data: &'a [u32],
     pub row_stride: usize,
 }
 
-impl<'a, C: Count> JointCounts<'a, C> {
+impl<'a> JointCounts<'a> {
     /// Counts of nonzero bin `a + 1` of the row gene against the first `n_cols` nonzero bins
     /// of the column gene.
-    fn row(&self, a: usize, n_cols: usize) -> &'a [C] {
+    fn row(&self, a: usize, n_cols: usize) -> &'a [u32] {
         &self.data[a * self.row_stride..a * self.row_stride + n_cols]
     }
 }
 
-/// Counts that cannot be those of the pair's genes: a count larger than its gene's bin
-/// count (or than the cells), or a negative one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InconsistentCounts;
-
-/// Computes pair MIs; holds the one scratch buffer that needs, so it is made once per tile.
-pub struct PairFinisher<'a> {
-    xlogx: &'a [f64],
-    col_sums: Vec<i64>,
-}
-
-impl<'a> PairFinisher<'a> {
-    /// A finisher using the table `xlogx[m] = m * log2(m)`.
-    pub fn new(xlogx: &'a [f64]) -> Self {
-        PairFinisher {
-            xlogx,
-            col_sums: Vec::new(),
-        }
-    }
-
-    /// `xlogx[m]`, or an error when `m` is negative or past the table (more than the cells).
-    fn xlogx(&self, m: i64) -> Result<f64, InconsistentCounts> {
-        let m = usize::try_from(m).map_err(|_| InconsistentCounts)?;
-        self.xlogx.get(m).copied().ok_or(InconsistentCounts)
-    }
-
-    /// Plug-in MI in bits of genes `i` (rows of `joint`) and `j` (columns), over the cells
-    /// expressing either; 0 when no cell does. Clamped at 0.
-    ///
-    /// ```text
-    /// S_joint = sum_ab xlogx[n_ij(a,b)]
-    ///         + sum_a xlogx[n_i(a) - row_a] + sum_b xlogx[n_j(b) - col_b]
-    /// S_i     = xlogx[n - z_i] + sum_a xlogx[n_i(a)]
-    /// MI      = log2(n) + (S_joint - S_i - S_j) / n
-    /// ```
-    pub fn mutual_information<C: Count>(
-        &mut self,
-        joint: JointCounts<'_, C>,
-        gene_i: &GeneMarginal<'_>,
-        gene_j: &GeneMarginal<'_>,
-    ) -> Result<f64, InconsistentCounts> {
-        let n_cols = gene_j.bin_counts.len();
-        let mut col_sums = std::mem::take(&mut self.col_sums);
-        col_sums.clear();
-        col_sums.resize(n_cols, 0);
-
-        let mut cells_xlogx = 0.0;
-        let mut rows_xlogx = 0.0;
-        let mut both = 0i64;
-        for (a, &n_a) in gene_i.bin_counts.iter().enumerate() {
-            let mut row_sum = 0i64;
-            for (&count, col_sum) in joint.row(a, n_cols).iter().zip(col_sums.iter_mut()) {
-                let count: i64 = count.into();
-                cells_xlogx += self.xlogx(count)?;
-                row_sum += count;
-                *col_sum += count;
-            }
-            rows_xlogx += self.xlogx(n_a - row_sum)?;
-            both += row_sum;
-        }
-        let mut cols_xlogx = 0.0;
-        for (&n_b, &col_sum) in gene_j.bin_counts.iter().zip(&col_sums) {
-            cols_xlogx += self.xlogx(n_b - col_sum)?;
-        }
-        self.col_sums = col_sums;
-
-        let n = gene_i.expressed + gene_j.expressed - both;
-        if n == 0 {
-            return Ok(0.0);
-        }
-        let s_joint = cells_xlogx + rows_xlogx + cols_xlogx;
-        let s_i = self.xlogx(n - gene_i.expressed)? + gene_i.bins_xlogx;
-        let s_j = self.xlogx(n - gene_j.expressed)? + gene_j.bins_xlogx;
-        let n = n as f64;
-        let mi = n.log2() + (s_joint - s_i - s_j) / n;
-        Ok(mi.max(0.0))
-    }
-}
-
-/// Sign of the Pearson correlation of two genes over `n_cells` cells, from the sum of their
-/// products and their sums; 0 when undefined (a constant gene) or exactly uncorrelated.
-pub fn correlation_sign(products: f64, n_cells: usize, sums: (f64, f64), both_vary: bool) -> f64 {
-    if !both_vary {
-        return 0.0;
-    }
-    let covariance = n_cells as f64 * products - sums.0 * sums.1;
-    if covariance > 0.0 {
-        1.0
-    } else if covariance < 0.0 {
-        -1.0
+/// `max(x, 0.0)` as NumPy's `maximum` computes it (`x` when `x >= 0` or NaN).
+fn at_least_zero(x: f64) -> f64 {
+    if x >= 0.0 || x.is_nan() {
+        x
     } else {
         0.0
     }
 }
 
-#[cfg(test)]
-pub(crate) mod reference {
-    //! The definition written directly: plug-in MI of a joint histogram, for the tests.
+/// The sums of one pair's table: `S`, the cells expressing both (`c`), and the nonzero
+/// cells `m` (counted only when asked for).
+struct Table {
+    s: f64,
+    both: u32,
+    nonzero: i64,
+}
 
-    /// MI in bits of the joint histogram `joint[a][b]` (all cells counted).
-    pub fn histogram_mi(joint: &[Vec<u64>]) -> f64 {
-        let total: u64 = joint.iter().flatten().sum();
-        if total == 0 {
-            return 0.0;
+/// Finishes pairs; holds the one scratch buffer that needs, so it is made once per thread.
+pub struct PairFinisher<'a> {
+    tables: &'a GeneTables,
+    scoring: Scoring,
+    /// `k_b`, the column sums of the pair's counts.
+    col_sums: Vec<u32>,
+}
+
+impl<'a> PairFinisher<'a> {
+    /// A finisher of pairs of the genes of `tables` under `scoring`.
+    pub fn new(tables: &'a GeneTables, scoring: Scoring) -> Self {
+        PairFinisher {
+            tables,
+            scoring,
+            col_sums: Vec::new(),
         }
-        let n = total as f64;
-        let rows: Vec<f64> = joint.iter().map(|r| r.iter().sum::<u64>() as f64).collect();
-        let n_cols = joint.first().map_or(0, Vec::len);
-        let cols: Vec<f64> = (0..n_cols)
-            .map(|b| joint.iter().map(|r| r[b]).sum::<u64>() as f64)
-            .collect();
+    }
+
+    /// The scores of genes `i` (rows of `joint`) and `j != i` (columns), whose sign values'
+    /// products summed over the cells expressing both are `products`.
+    pub fn finish(
+        &mut self,
+        joint: JointCounts<'_>,
+        (i, j): (usize, usize),
+        products: f64,
+    ) -> PairScores {
+        let t = self.tables;
+        let scoring = self.scoring;
+        let (gene_i, gene_j) = (&t.genes[i], &t.genes[j]);
+        let table = if scoring.miller_madow {
+            self.table::<true>(joint, gene_i, gene_j)
+        } else {
+            self.table::<false>(joint, gene_i, gene_j)
+        };
+        let xlogx = &t.xlogx;
+        let n_cells = t.n_cells;
+        let either = gene_i.expressed + gene_j.expressed - table.both;
+        let neither = n_cells - either;
+        let (total, s, nonzero) = if scoring.include_zeros {
+            let nonzero = table.nonzero + i64::from(neither > 0);
+            (n_cells, table.s + xlogx[neither as usize], nonzero)
+        } else {
+            (either, table.s, table.nonzero)
+        };
         let mut mi = 0.0;
-        for (a, row) in joint.iter().enumerate() {
-            for (b, &count) in row.iter().enumerate() {
-                if count > 0 {
-                    let p = count as f64 / n;
-                    mi += p * (p / (rows[a] / n * cols[b] / n)).log2();
+        if total > 0 {
+            let (y_i, y_j) = (total - gene_i.expressed, total - gene_j.expressed);
+            let s_i = xlogx[y_i as usize] + gene_i.bins_xlogx;
+            let s_j = xlogx[y_j as usize] + gene_j.bins_xlogx;
+            let total_f = f64::from(total);
+            mi = t.log2[total as usize] + ((s - s_i) - s_j) / total_f;
+            if scoring.miller_madow {
+                let m_i = gene_i.occupied + i64::from(y_i > 0);
+                let m_j = gene_j.occupied + i64::from(y_j > 0);
+                mi += (m_i + m_j - nonzero - 1) as f64 / ((2.0 * total_f) * LN_2);
+            }
+            mi = at_least_zero(mi);
+        }
+        if scoring.signed && mi > 0.0 {
+            mi = self.signed(mi, gene_i, gene_j, products);
+        }
+        let mut scores = PairScores {
+            mi: (mi + 0.0) as f32,
+            statistic: 0.0,
+            dof: 0,
+        };
+        if scoring.g_test {
+            let s_full = if scoring.include_zeros {
+                s
+            } else {
+                s + xlogx[neither as usize]
+            };
+            (scores.statistic, scores.dof) = self.g_test(s_full, gene_i, gene_j);
+        }
+        scores
+    }
+
+    /// `S`, `c` and (with `NONZERO`) `m` of the pair's table over the cells expressing
+    /// either gene, in the docs' order: row by row, each row's sum `t` from 0.0 and then
+    /// `S += t + xlogx[u]`; then the column-only cells.
+    #[inline(always)]
+    fn table<const NONZERO: bool>(
+        &mut self,
+        joint: JointCounts<'_>,
+        gene_i: &Gene,
+        gene_j: &Gene,
+    ) -> Table {
+        let t = self.tables;
+        let xlogx = &t.xlogx[..];
+        let n_cols = gene_j.bins;
+        let col_sums = &mut self.col_sums;
+        col_sums.clear();
+        col_sums.resize(n_cols, 0);
+        let mut s = 0.0;
+        let mut both = 0u32;
+        let mut nonzero = 0i64;
+        for (a, &n_a) in t.bin_counts(gene_i).iter().enumerate() {
+            let mut row_xlogx = 0.0;
+            let mut row_sum = 0u32;
+            for (&count, col_sum) in joint.row(a, n_cols).iter().zip(col_sums.iter_mut()) {
+                row_xlogx += xlogx[count as usize];
+                row_sum += count;
+                *col_sum += count;
+                if NONZERO {
+                    nonzero += i64::from(count > 0);
                 }
             }
+            let only_row = n_a - row_sum;
+            s += row_xlogx + xlogx[only_row as usize];
+            if NONZERO {
+                nonzero += i64::from(only_row > 0);
+            }
+            both += row_sum;
         }
-        mi
+        for (&n_b, &col_sum) in t.bin_counts(gene_j).iter().zip(col_sums.iter()) {
+            let only_col = n_b - col_sum;
+            s += xlogx[only_col as usize];
+            if NONZERO {
+                nonzero += i64::from(only_col > 0);
+            }
+        }
+        Table { s, both, nonzero }
+    }
+
+    /// `mi > 0` kept, negated, or 0, by the sign of the pair's covariance and its error
+    /// bound.
+    fn signed(&self, mi: f64, gene_i: &Gene, gene_j: &Gene, products: f64) -> f64 {
+        if !(gene_i.varies && gene_j.varies) {
+            return 0.0;
+        }
+        let n = f64::from(self.tables.n_cells);
+        let sums = gene_i.value_sum * gene_j.value_sum;
+        let covariance = n * products - sums;
+        let bound =
+            self.scoring.sign_tolerance * (gene_i.scaled_norm * gene_j.value_norm + sums.abs());
+        if covariance.abs() > bound {
+            if covariance < 0.0 {
+                -mi
+            } else {
+                mi
+            }
+        } else {
+            0.0
+        }
+    }
+
+    /// The Williams-corrected G statistic of the full table whose `S` is `s_full`, and its
+    /// degrees of freedom.
+    fn g_test(&self, s_full: f64, gene_i: &Gene, gene_j: &Gene) -> (f64, i32) {
+        let t = self.tables;
+        let n_cells = t.n_cells;
+        let n = f64::from(n_cells);
+        let mut g = 0.0;
+        if n_cells > 0 {
+            g = t.log2[n_cells as usize] + ((s_full - gene_i.full_margin) - gene_j.full_margin) / n;
+        }
+        let g = at_least_zero(g) * ((2.0 * n) * LN_2);
+        let dof = (gene_i.levels - 1) * (gene_j.levels - 1);
+        if dof <= 0 {
+            return (0.0, dof as i32);
+        }
+        let q = 1.0 + (gene_i.williams * gene_j.williams) / ((6.0 * n) * dof as f64);
+        (g / q, dof as i32)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod reference {
+    //! The definition written directly, from a pair's full joint histogram (all cells,
+    //! the zero bins included): entropies, MI, and the textbook G-test, for the tests.
+
+    /// Plug-in entropy in bits of `counts`, plus `(m - 1) / (2 n ln 2)` for Miller–Madow.
+    fn entropy(counts: &[u64], miller_madow: bool) -> f64 {
+        let n = counts.iter().sum::<u64>() as f64;
+        let mut h = 0.0;
+        for &c in counts.iter().filter(|&&c| c > 0) {
+            let p = c as f64 / n;
+            h -= p * p.log2();
+        }
+        if miller_madow {
+            let m = counts.iter().filter(|&&c| c > 0).count() as f64;
+            h += (m - 1.0) / (2.0 * n * std::f64::consts::LN_2);
+        }
+        h
+    }
+
+    /// `H(A) + H(B) - H(A, B)` of the table over all cells (`include_zeros`) or over the
+    /// cells expressing either gene, clipped at 0; 0 for an empty table.
+    pub fn histogram_mi(joint: &[Vec<u64>], include_zeros: bool, miller_madow: bool) -> f64 {
+        let mut table: Vec<Vec<u64>> = joint.to_vec();
+        if !include_zeros {
+            table[0][0] = 0;
+        }
+        let cells: Vec<u64> = table.iter().flatten().copied().collect();
+        if cells.iter().sum::<u64>() == 0 {
+            return 0.0;
+        }
+        let rows: Vec<u64> = table.iter().map(|r| r.iter().sum()).collect();
+        let cols: Vec<u64> = (0..table[0].len())
+            .map(|b| table.iter().map(|r| r[b]).sum())
+            .collect();
+        let mi = entropy(&rows, miller_madow) + entropy(&cols, miller_madow)
+            - entropy(&cells, miller_madow);
+        mi.max(0.0)
+    }
+
+    /// Williams-corrected G statistic of the full table and its degrees of freedom
+    /// (statistic 0 when they are 0).
+    pub fn g_test(joint: &[Vec<u64>]) -> (f64, i32) {
+        let n = joint.iter().flatten().sum::<u64>() as f64;
+        let rows: Vec<f64> = joint.iter().map(|r| r.iter().sum::<u64>() as f64).collect();
+        let cols: Vec<f64> = (0..joint[0].len())
+            .map(|b| joint.iter().map(|r| r[b]).sum::<u64>() as f64)
+            .collect();
+        let mut g = 0.0;
+        for (a, row) in joint.iter().enumerate() {
+            for (b, &o) in row.iter().enumerate().filter(|(_, &o)| o > 0) {
+                let expected = rows[a] * cols[b] / n;
+                g += 2.0 * o as f64 * (o as f64 / expected).ln();
+            }
+        }
+        let (rows, cols): (Vec<f64>, Vec<f64>) = (
+            rows.into_iter().filter(|&r| r > 0.0).collect(),
+            cols.into_iter().filter(|&c| c > 0.0).collect(),
+        );
+        let dof = (rows.len() as i32 - 1) * (cols.len() as i32 - 1);
+        if dof == 0 {
+            return (0.0, 0);
+        }
+        let inverse = |margins: &[f64]| margins.iter().map(|m| 1.0 / m).sum::<f64>();
+        let q = 1.0
+            + (n * inverse(&rows) - 1.0) * (n * inverse(&cols) - 1.0) / (6.0 * n * f64::from(dof));
+        (g.max(0.0) / q, dof)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::reference::histogram_mi;
+    use super::reference::{g_test, histogram_mi};
     use super::*;
+    use crate::binned::testing::OwnedBinned;
 
-    fn xlogx_table(n: usize) -> Vec<f64> {
-        (0..=n)
-            .map(|m| {
-                if m == 0 {
-                    0.0
-                } else {
-                    m as f64 * (m as f64).log2()
-                }
+    /// Every scoring choice, unsigned and signed.
+    pub(crate) fn every_scoring() -> Vec<Scoring> {
+        (0..16)
+            .map(|k| Scoring {
+                signed: k & 1 != 0,
+                include_zeros: k & 2 != 0,
+                miller_madow: k & 4 != 0,
+                g_test: k & 8 != 0,
+                sign_tolerance: 2f64.powi(-32),
             })
             .collect()
     }
 
-    /// MI through the finish, from a full joint histogram including the zero bins.
-    fn finish_from_histogram(joint: &[Vec<u64>]) -> f64 {
-        let n_i: Vec<i64> = joint[1..]
-            .iter()
-            .map(|r| r.iter().sum::<u64>() as i64)
-            .collect();
-        let n_j: Vec<i64> = (1..joint[0].len())
-            .map(|b| joint.iter().map(|r| r[b]).sum::<u64>() as i64)
-            .collect();
+    /// Cells realising the full joint histogram `joint` of genes 0 and 1 (bin 0: not
+    /// expressed), with the values `values(a, b)` of each cell's two genes.
+    fn cells_of(
+        joint: &[Vec<u64>],
+        values: impl Fn(usize, usize, u64) -> (f64, f64),
+    ) -> OwnedBinned {
+        let (mut bins, mut xs) = (Vec::new(), Vec::new());
+        for (a, row) in joint.iter().enumerate() {
+            for (b, &count) in row.iter().enumerate() {
+                for k in 0..count {
+                    bins.push(vec![a as u8, b as u8]);
+                    let (x, y) = values(a, b, k);
+                    xs.push(vec![
+                        if a > 0 { x } else { 0.0 },
+                        if b > 0 { y } else { 0.0 },
+                    ]);
+                }
+            }
+        }
+        let n_bins = [joint.len() as i32, joint[0].len() as i32];
+        OwnedBinned::from_dense(&bins, &xs, &n_bins)
+    }
+
+    /// The scores of genes 0 and 1 of `owned` through the finish, with the nonzero counts
+    /// of `joint` and the products of the values.
+    fn finish_pair(owned: &OwnedBinned, joint: &[Vec<u64>], scoring: Scoring) -> PairScores {
         let nonzero: Vec<u32> = joint[1..]
             .iter()
             .flat_map(|r| r[1..].iter().map(|&c| c as u32))
             .collect();
-        let xlogx = xlogx_table(1000);
-        let marginal = |counts: &'_ [i64]| -> (i64, f64) {
-            (
-                counts.iter().sum(),
-                counts.iter().map(|&c| xlogx[c as usize]).sum(),
-            )
-        };
-        let (z_i, s_i) = marginal(&n_i);
-        let (z_j, s_j) = marginal(&n_j);
-        let gene_i = GeneMarginal {
-            bin_counts: &n_i,
-            expressed: z_i,
-            bins_xlogx: s_i,
-        };
-        let gene_j = GeneMarginal {
-            bin_counts: &n_j,
-            expressed: z_j,
-            bins_xlogx: s_j,
-        };
+        let binned = owned.view();
+        assert_eq!(binned.check_shapes(), Ok(()));
+        assert_eq!(binned.check_entries(), Ok(()));
+        let mut products = 0.0;
+        for cell in 0..binned.n_cells() {
+            let entries = binned.cell_entries(cell);
+            if entries.len() == 2 {
+                products += binned.values[entries.start] * binned.values[entries.start + 1];
+            }
+        }
+        let tables = GeneTables::new(&binned);
         let joint = JointCounts {
             data: &nonzero,
-            row_stride: n_j.len(),
+            row_stride: joint[0].len() - 1,
         };
-        PairFinisher::new(&xlogx)
-            .mutual_information(joint, &gene_i, &gene_j)
-            .unwrap()
+        PairFinisher::new(&tables, scoring).finish(joint, (0, 1), products)
     }
 
-    #[test]
-    fn finish_equals_the_histogram_definition() {
-        let cases: Vec<Vec<Vec<u64>>> = vec![
+    fn histograms() -> Vec<Vec<Vec<u64>>> {
+        vec![
             vec![vec![0, 3, 1], vec![2, 5, 0], vec![4, 0, 7]],
+            vec![vec![9, 3, 1], vec![2, 5, 0], vec![4, 0, 7]],
             vec![vec![0, 10], vec![10, 0]],
+            vec![vec![5, 10], vec![10, 0]],
             vec![vec![0, 0, 0], vec![0, 4, 0], vec![0, 0, 6]],
-            vec![vec![0, 2, 2, 1], vec![3, 1, 1, 0], vec![0, 0, 9, 2]],
-        ];
-        for joint in cases {
-            let expected = histogram_mi(&joint);
-            let got = finish_from_histogram(&joint);
-            assert!(
-                (got - expected).abs() < 1e-12,
-                "{joint:?}: {got} != {expected}"
-            );
-        }
+            vec![vec![3, 2, 2, 1], vec![3, 1, 1, 0], vec![0, 0, 9, 2]],
+            vec![vec![0, 0], vec![0, 12]],
+            vec![vec![7, 0], vec![0, 0]],
+            vec![vec![4], vec![6], vec![1]],
+            vec![vec![0, 0, 0], vec![0, 0, 0]],
+        ]
     }
 
     #[test]
-    fn counts_beyond_the_marginals_are_an_error() {
-        let xlogx = xlogx_table(10);
-        let counts = [3i64];
-        let gene = GeneMarginal {
-            bin_counts: &counts,
-            expressed: 3,
-            bins_xlogx: xlogx[3],
-        };
-        let mut finisher = PairFinisher::new(&xlogx);
-        for bad in [4i64, -1, 11] {
-            let joint = JointCounts {
-                data: &[bad],
-                row_stride: 1,
-            };
-            let result = finisher.mutual_information(joint, &gene, &gene);
-            assert_eq!(result, Err(InconsistentCounts), "count {bad}");
+    fn finish_equals_the_histogram_definition_for_every_scoring() {
+        for joint in histograms() {
+            let owned = cells_of(&joint, |a, b, _| (a as f64, b as f64));
+            for scoring in every_scoring().into_iter().filter(|s| !s.signed) {
+                let got = finish_pair(&owned, &joint, scoring);
+                let expected = histogram_mi(&joint, scoring.include_zeros, scoring.miller_madow);
+                assert!(
+                    (f64::from(got.mi) - expected).abs() < 1e-6,
+                    "{joint:?} {scoring:?}: {} != {expected}",
+                    got.mi
+                );
+                if scoring.g_test {
+                    let (statistic, dof) = g_test(&joint);
+                    assert_eq!(got.dof, dof, "{joint:?}");
+                    assert!(
+                        (got.statistic - statistic).abs() <= 1e-9 * statistic.max(1.0),
+                        "{joint:?}: {} != {statistic}",
+                        got.statistic
+                    );
+                } else {
+                    assert_eq!((got.statistic, got.dof), (0.0, 0));
+                }
+            }
         }
-        let joint = JointCounts {
-            data: &[3i64],
-            row_stride: 1,
-        };
-        assert_eq!(finisher.mutual_information(joint, &gene, &gene), Ok(0.0));
-    }
-
-    #[test]
-    fn no_counted_cell_gives_zero() {
-        assert_eq!(finish_from_histogram(&[vec![0, 0], vec![0, 0]]), 0.0);
     }
 
     #[test]
     fn independent_genes_give_zero() {
         // Bins of i and j independent over the counted cells: MI is 0 (up to rounding).
-        let got = finish_from_histogram(&[vec![0, 0, 0], vec![0, 2, 4], vec![0, 4, 8]]);
-        assert!(got.abs() < 1e-12, "{got}");
-        assert!(got >= 0.0);
+        let joint = vec![vec![0, 0, 0], vec![0, 2, 4], vec![0, 4, 8]];
+        let owned = cells_of(&joint, |a, b, _| (a as f64, b as f64));
+        let got = finish_pair(&owned, &joint, Scoring::default_score(0.0));
+        assert!(got.mi.abs() < 1e-6 && got.mi.to_bits() != (-0.0f32).to_bits());
     }
 
     #[test]
-    fn sign_of_covariance() {
-        assert_eq!(correlation_sign(10.0, 4, (3.0, 5.0), true), 1.0);
-        assert_eq!(correlation_sign(1.0, 4, (3.0, 5.0), true), -1.0);
-        assert_eq!(correlation_sign(3.75, 4, (3.0, 5.0), true), 0.0);
-        assert_eq!(correlation_sign(10.0, 4, (3.0, 5.0), false), 0.0);
+    fn signs_follow_the_covariance_and_its_error_bound() {
+        let joint = vec![vec![2, 3, 1], vec![2, 5, 1], vec![1, 2, 7]];
+        let mi = histogram_mi(&joint, false, false) as f32;
+        let sign = |values: &dyn Fn(usize, usize, u64) -> (f64, f64), tolerance: f64| {
+            let owned = cells_of(&joint, values);
+            let scoring = Scoring::default_score(tolerance);
+            let got = finish_pair(&owned, &joint, scoring).mi;
+            assert!(got == 0.0 || (got.abs() - mi).abs() < 1e-6, "{got} {mi}");
+            assert_ne!(got.to_bits(), (-0.0f32).to_bits());
+            got.signum() * f32::from(got != 0.0)
+        };
+        // Values rising with the bins: positive; falling: negative.
+        assert_eq!(sign(&|a, b, _| (a as f64, b as f64), 2f64.powi(-32)), 1.0);
+        assert_eq!(
+            sign(&|a, b, _| (a as f64, -(b as f64)), 2f64.powi(-32)),
+            -1.0
+        );
+        // A correlation within its error bound is 0 (here the bound is made huge).
+        assert_eq!(sign(&|a, b, _| (a as f64, b as f64), 1.0), 0.0);
+        // A gene marked constant has no sign.
+        let mut owned = cells_of(&joint, |a, b, _| (a as f64, b as f64));
+        owned.varies[1] = false;
+        let got = finish_pair(&owned, &joint, Scoring::default_score(0.0));
+        assert_eq!(got.mi.to_bits(), 0.0f32.to_bits());
     }
 }

@@ -1,11 +1,12 @@
 //! Python bindings of the geneverse core (`geneverse._core`).
 //!
 //! Only argument conversion lives here: the input is borrowed from NumPy as it is (no
-//! conversion), checked, and handed to the kernel ([`rows::MiKernel`]) with the GIL
-//! released. The
-//! kernel's blocked copy of the entries is in [`blocks`], the counting in
-//! [`cooccurrence`] (and [`dense`] and [`products`] for dense blocks), the MI finish in
-//! [`finish`], the tiling of a row block in [`rows`].
+//! conversion), checked, and handed to the kernel ([`rows::ScoreKernel`]) with the GIL
+//! released. The kernel's blocked copy of the entries is in [`blocks`], the counting in
+//! [`cooccurrence`] (and [`dense`] and [`products`] for dense blocks), the fused finish
+//! in [`finish`], the tiling of a request in [`rows`]. How the scores are computed, and
+//! the order of operations every backend follows, is the docs page "How the scores are
+//! computed".
 
 pub mod binned;
 pub mod blocks;
@@ -16,21 +17,23 @@ pub mod pool;
 pub mod products;
 pub mod rows;
 
-use numpy::{
-    PyArray2, PyArray4, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArray4,
-    PyUntypedArrayMethods,
-};
+use numpy::{PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::binned::Binned;
 use crate::blocks::{GeneBlock, MAX_BLOCK_GENES};
-use crate::rows::{default_block_genes, CountBlockMut, MiKernel};
+use crate::finish::Scoring;
+use crate::rows::{default_block_genes, ScoreKernel, ScoresMut};
 
-/// The `counts` and `products` arrays of a `CountBlock`.
-type CountArrays<'py> = (Bound<'py, PyArray4<i64>>, Bound<'py, PyArray2<f64>>);
+/// The arrays of scores of a request: the MI, and with a test the statistic and dof.
+type ScoreArrays<'py> = (
+    Bound<'py, PyArray2<f32>>,
+    Option<Bound<'py, PyArray2<f64>>>,
+    Option<Bound<'py, PyArray2<i32>>>,
+);
 
-/// The arrays of a `geneverse.kernels.BinnedGenes`, read from its attributes.
+/// The arrays of a `geneverse._data._binned.BinnedGenes`, read from its attributes.
 #[derive(FromPyObject)]
 struct BinnedArrays<'py> {
     n_cells: usize,
@@ -40,35 +43,49 @@ struct BinnedArrays<'py> {
     values: PyReadonlyArray1<'py, f64>,
     n_bins: PyReadonlyArray1<'py, i32>,
     bin_counts: PyReadonlyArray2<'py, i64>,
-    value_sums: PyReadonlyArray1<'py, f64>,
     varies: PyReadonlyArray1<'py, bool>,
+    value_sums: PyReadonlyArray1<'py, f64>,
+    value_norms: PyReadonlyArray1<'py, f64>,
+    expressed: PyReadonlyArray1<'py, i64>,
+    bins_xlogx: PyReadonlyArray1<'py, f64>,
+    occupied: PyReadonlyArray1<'py, i64>,
+    full_inverse: PyReadonlyArray1<'py, f64>,
     xlogx: PyReadonlyArray1<'py, f64>,
+    log2: PyReadonlyArray1<'py, f64>,
 }
 
-/// `array`'s data, or an error naming it when it is not contiguous.
+/// `array`'s data, or an error naming it when it is not contiguous (or not aligned).
 fn contiguous<'a, T: numpy::Element, D: numpy::ndarray::Dimension>(
     name: &str,
     array: &'a numpy::PyReadonlyArray<'_, T, D>,
 ) -> PyResult<&'a [T]> {
-    array
-        .as_slice()
-        .map_err(|_| PyValueError::new_err(format!("{name} must be C-contiguous")))
+    array.as_slice().map_err(|_| {
+        PyValueError::new_err(format!(
+            "BinnedGenes.{name} must be C-contiguous and aligned"
+        ))
+    })
 }
 
 impl<'py> BinnedArrays<'py> {
-    /// A view of the arrays, its sizes checked (not yet its entries).
+    /// A view of the arrays, its sizes and gene tables checked (not yet its entries).
     fn view(&self) -> PyResult<Binned<'_>> {
         let binned = Binned {
-            indptr: contiguous("BinnedGenes.indptr", &self.indptr)?,
-            genes: contiguous("BinnedGenes.genes", &self.genes)?,
-            bins: contiguous("BinnedGenes.bins", &self.bins)?,
-            values: contiguous("BinnedGenes.values", &self.values)?,
-            n_bins: contiguous("BinnedGenes.n_bins", &self.n_bins)?,
-            bin_counts: contiguous("BinnedGenes.bin_counts", &self.bin_counts)?,
+            indptr: contiguous("indptr", &self.indptr)?,
+            genes: contiguous("genes", &self.genes)?,
+            bins: contiguous("bins", &self.bins)?,
+            values: contiguous("values", &self.values)?,
+            n_bins: contiguous("n_bins", &self.n_bins)?,
+            bin_counts: contiguous("bin_counts", &self.bin_counts)?,
             max_bins: self.bin_counts.shape()[1],
-            value_sums: contiguous("BinnedGenes.value_sums", &self.value_sums)?,
-            varies: contiguous("BinnedGenes.varies", &self.varies)?,
-            xlogx: contiguous("BinnedGenes.xlogx", &self.xlogx)?,
+            varies: contiguous("varies", &self.varies)?,
+            value_sums: contiguous("value_sums", &self.value_sums)?,
+            value_norms: contiguous("value_norms", &self.value_norms)?,
+            expressed: contiguous("expressed", &self.expressed)?,
+            bins_xlogx: contiguous("bins_xlogx", &self.bins_xlogx)?,
+            occupied: contiguous("occupied", &self.occupied)?,
+            full_inverse: contiguous("full_inverse", &self.full_inverse)?,
+            xlogx: contiguous("xlogx", &self.xlogx)?,
+            log2: contiguous("log2", &self.log2)?,
         };
         if binned.n_cells() != self.n_cells {
             return Err(PyValueError::new_err(format!(
@@ -91,33 +108,64 @@ fn invalid(message: String) -> PyErr {
     PyValueError::new_err(format!("invalid BinnedGenes: {message}"))
 }
 
-/// The co-occurrence MI kernel of one input (DESIGN.md §3).
+/// A gene index from Python, checked to be in `0..=n_genes`.
+fn gene_index(name: &str, value: i64, n_genes: usize) -> PyResult<usize> {
+    usize::try_from(value)
+        .ok()
+        .filter(|&g| g <= n_genes)
+        .ok_or_else(|| {
+            PyValueError::new_err(format!("{name} = {value} is not within 0..={n_genes}"))
+        })
+}
+
+/// The co-occurrence kernel of one input and one scoring choice (the docs page "How the
+/// scores are computed").
 ///
-/// ``CooccurrenceKernel(data, *, signed, n_jobs, block_genes=None)`` checks ``data`` (a
-/// ``BinnedGenes``, whose arrays are borrowed as they are, never converted) and builds
-/// the kernel's own blocked copy of the entries (about 11 bytes per entry when signed, 3
-/// otherwise, plus the dense form of blocks that most cells express); :meth:`row_block` then computes rows of the (signed) MI matrix, and
-/// :meth:`count_block` / :meth:`finish_block` the same in two steps (for chunks of
-/// cells). Everything runs on ``n_jobs`` threads (0: one per core) with the GIL
+/// ``CooccurrenceKernel(data, *, signed, include_zeros, miller_madow, g_test,
+/// sign_tolerance, n_jobs, block_genes=None)`` checks ``data`` (a ``BinnedGenes``, whose
+/// arrays are borrowed as they are, never converted) and builds the kernel's own blocked
+/// copy of the entries (about 11 bytes per entry when signed, 3 otherwise, plus the dense
+/// form of blocks that most cells express); :meth:`scores` then counts and finishes
+/// blocks of pairs. Everything runs on ``n_jobs`` threads (0: one per core) with the GIL
 /// released. ``block_genes`` (genes per block, 1 to 256) is for tuning; the results do
 /// not depend on it, nor on ``n_jobs``, bit for bit.
 #[pyclass(frozen, module = "geneverse._core")]
 struct CooccurrenceKernel {
-    kernel: MiKernel,
+    kernel: ScoreKernel,
     n_jobs: usize,
 }
 
 #[pymethods]
 impl CooccurrenceKernel {
     #[new]
-    #[pyo3(signature = (data, *, signed, n_jobs, block_genes=None))]
+    #[pyo3(signature = (
+        data, *, signed, include_zeros, miller_madow, g_test, sign_tolerance, n_jobs,
+        block_genes=None
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         data: BinnedArrays<'_>,
         signed: bool,
+        include_zeros: bool,
+        miller_madow: bool,
+        g_test: bool,
+        sign_tolerance: f64,
         n_jobs: usize,
         block_genes: Option<usize>,
     ) -> PyResult<Self> {
+        if !(sign_tolerance.is_finite() && sign_tolerance >= 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "sign_tolerance must be finite and >= 0 (got {sign_tolerance})"
+            )));
+        }
+        let scoring = Scoring {
+            signed,
+            include_zeros,
+            miller_madow,
+            g_test,
+            sign_tolerance,
+        };
         let binned = data.view()?;
         let block_genes = match block_genes {
             Some(n) if (1..=MAX_BLOCK_GENES).contains(&n) => n,
@@ -132,11 +180,11 @@ impl CooccurrenceKernel {
                 default_block_genes(binned.max_bins - 1, density)
             }
         };
-        let build = || -> Result<MiKernel, String> {
+        let build = || -> Result<ScoreKernel, String> {
             binned
                 .check_entries()
                 .map_err(|e| format!("invalid BinnedGenes: {e}"))?;
-            Ok(MiKernel::new(&binned, signed, block_genes))
+            Ok(ScoreKernel::new(&binned, scoring, block_genes))
         };
         let kernel = py
             .detach(|| pool::install(n_jobs, build).and_then(|built| built))
@@ -144,88 +192,68 @@ impl CooccurrenceKernel {
         Ok(CooccurrenceKernel { kernel, n_jobs })
     }
 
-    /// (Signed) MI of genes ``start:stop`` against genes ``start:n_genes``.
+    /// The scores of genes ``start:stop`` against genes ``first_column:n_genes``.
     ///
-    /// Returns a new ``float32`` array of shape ``(stop - start, n_genes - start)``: entry
-    /// ``[r, c]`` is the MI in bits of genes ``start + r`` and ``start + c`` (times the
-    /// sign of their Pearson correlation when ``signed``); the diagonal is 0.
-    fn row_block<'py>(
+    /// ``first_column=None`` (or ``start``) is a row block: columns ``start:``, the pairs
+    /// within the rows both ways (left of the diagonal mirrored from above), the diagonal
+    /// 0. Otherwise ``first_column >= stop``: a rectangle of disjoint genes. Returns
+    /// ``(mi, statistic, dof)``, new arrays of shape ``(stop - start, n_genes - first)``:
+    /// the MI in bits (``float32``) under the scoring choice, and with ``g_test`` the
+    /// Williams-corrected G statistic (``float64``) and its degrees of freedom (``int32``),
+    /// else ``None``.
+    #[pyo3(signature = (start, stop, first_column=None))]
+    fn scores<'py>(
         &self,
         py: Python<'py>,
-        start: usize,
-        stop: usize,
-    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let rows = self.rows(start, stop)?;
-        let out = PyArray2::<f32>::zeros(py, [rows.len(), self.kernel.n_genes() - start], false);
-        {
-            let mut writer = out.readwrite();
-            let out = writer.as_slice_mut().expect("a new array is contiguous");
-            py.detach(|| pool::install(self.n_jobs, || self.kernel.row_block(rows, out)))
-                .and_then(|done| done)
-                .map_err(PyValueError::new_err)?;
+        start: i64,
+        stop: i64,
+        first_column: Option<i64>,
+    ) -> PyResult<ScoreArrays<'py>> {
+        let n_genes = self.kernel.n_genes();
+        let (lo, hi) = (
+            gene_index("start", start, n_genes)?,
+            gene_index("stop", stop, n_genes)?,
+        );
+        if lo > hi {
+            return Err(PyValueError::new_err(format!(
+                "rows {start}:{stop} end before they start (need start <= stop)"
+            )));
         }
-        Ok(out)
-    }
-
-    /// The co-occurrence counts and value products of genes ``start:stop`` against genes
-    /// ``start:n_genes`` (the fields of a ``CountBlock``).
-    ///
-    /// Returns ``(counts, products)``: ``counts[r, a - 1, c, b - 1]`` (``int64``, shape
-    /// ``(rows, width, columns, width)``, ``width = max(max_bins - 1, 1)``) is the number
-    /// of cells with gene ``start + r`` in bin ``a`` and gene ``start + c`` in bin ``b``;
-    /// ``products[r, c]`` (``float64``) the sum over those cells of the values' product
-    /// (0 when not ``signed``). The diagonal pairs hold each gene with itself.
-    fn count_block<'py>(
-        &self,
-        py: Python<'py>,
-        start: usize,
-        stop: usize,
-    ) -> PyResult<CountArrays<'py>> {
-        let rows = self.rows(start, stop)?;
-        let (w, n_cols) = (self.kernel.count_width(), self.kernel.n_genes() - start);
-        let counts = PyArray4::<i64>::zeros(py, [rows.len(), w, n_cols, w], false);
-        let products = PyArray2::<f64>::zeros(py, [rows.len(), n_cols], false);
+        let first = match first_column {
+            None => lo,
+            Some(first) => gene_index("first_column", first, n_genes)?,
+        };
+        if first != lo && first < hi {
+            return Err(PyValueError::new_err(format!(
+                "columns from {first} must start at the rows' first gene ({lo}) or after their \
+                 last ({hi})"
+            )));
+        }
+        let shape = [hi - lo, n_genes - first];
+        let mi = PyArray2::<f32>::zeros(py, shape, false);
+        let g_test = self.kernel.scoring().g_test;
+        let statistic = g_test.then(|| PyArray2::<f64>::zeros(py, shape, false));
+        let dof = g_test.then(|| PyArray2::<i32>::zeros(py, shape, false));
         {
-            let (mut counts, mut products) = (counts.readwrite(), products.readwrite());
-            let block = CountBlockMut {
-                counts: counts.as_slice_mut().expect("a new array is contiguous"),
-                products: products.as_slice_mut().expect("a new array is contiguous"),
+            let mut mi_out = mi.readwrite();
+            let mut statistic_out = statistic.as_ref().map(|a| a.readwrite());
+            let mut dof_out = dof.as_ref().map(|a| a.readwrite());
+            let out = ScoresMut {
+                mi: mi_out.as_slice_mut().expect("a new array is contiguous"),
+                statistic: statistic_out
+                    .as_mut()
+                    .map(|a| a.as_slice_mut().expect("a new array is contiguous")),
+                dof: dof_out
+                    .as_mut()
+                    .map(|a| a.as_slice_mut().expect("a new array is contiguous")),
             };
-            py.detach(|| pool::install(self.n_jobs, || self.kernel.count_block(rows, block)))
+            let rows = GeneBlock { lo, hi };
+            let work = || self.kernel.scores(rows, first, out);
+            py.detach(|| pool::install(self.n_jobs, work))
                 .and_then(|done| done)
                 .map_err(PyValueError::new_err)?;
         }
-        Ok((counts, products))
-    }
-
-    /// (Signed) MI from the counts and products of :meth:`count_block` for genes
-    /// ``start:start + rows`` (possibly summed over chunks of cells), finished with this
-    /// kernel's marginals; the same ``float32`` array as :meth:`row_block`.
-    ///
-    /// Raises ``ValueError`` when the shapes are wrong, or when counts exceed the bin
-    /// counts of their genes.
-    fn finish_block<'py>(
-        &self,
-        py: Python<'py>,
-        start: usize,
-        counts: PyReadonlyArray4<'py, i64>,
-        products: PyReadonlyArray2<'py, f64>,
-    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let n_rows = counts.shape()[0];
-        self.rows(start, start + n_rows)?;
-        let counts = contiguous("counts", &counts)?;
-        let products = contiguous("products", &products)?;
-        let n_cols = self.kernel.n_genes() - start;
-        let out = PyArray2::<f32>::zeros(py, [n_rows, n_cols], false);
-        {
-            let mut writer = out.readwrite();
-            let out = writer.as_slice_mut().expect("a new array is contiguous");
-            let finish = || self.kernel.finish_block(start, counts, products, out);
-            py.detach(|| pool::install(self.n_jobs, finish))
-                .and_then(|done| done)
-                .map_err(PyValueError::new_err)?;
-        }
-        Ok(out)
+        Ok((mi, statistic, dof))
     }
 
     /// Number of genes.
@@ -244,22 +272,6 @@ impl CooccurrenceKernel {
     #[getter]
     fn nbytes(&self) -> usize {
         self.kernel.nbytes()
-    }
-}
-
-impl CooccurrenceKernel {
-    /// The genes ``start:stop``, checked.
-    fn rows(&self, start: usize, stop: usize) -> PyResult<GeneBlock> {
-        let n_genes = self.kernel.n_genes();
-        if start > stop || stop > n_genes {
-            return Err(PyValueError::new_err(format!(
-                "need 0 <= start <= stop <= n_genes = {n_genes} (got start={start}, stop={stop})"
-            )));
-        }
-        Ok(GeneBlock {
-            lo: start,
-            hi: stop,
-        })
     }
 }
 
