@@ -14,6 +14,7 @@ product); the CUDA tests (``@pytest.mark.gpu``) are skipped without a device.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sys
 
@@ -365,6 +366,29 @@ def test_torch_tiles_chunks_and_threads_change_no_bit(scoring):
         assert kernel._plan.tile_genes == min(tile_genes or 256, 40)
         _assert_scores(_full(kernel, block), reference)
         assert torch.get_num_threads() == before
+
+
+@requires_torch
+@pytest.mark.parametrize("scoring", [DEFAULT, RECOMMENDED], ids=_name)
+def test_torch_int8_products_give_the_same_bits(scoring, monkeypatch):
+    """The CUDA default's ``int8`` one-hot tiles and ``torch._int_mm`` counts, run on the
+    CPU (where ``_int_mm`` exists too), with the shapes CUDA's ``_int_mm`` accepts."""
+    import torch
+
+    real_int_mm = torch._int_mm
+
+    def int_mm(a, b):
+        assert a.dtype == b.dtype == torch.int8
+        assert a.shape[0] > 16 and a.shape[1] % 8 == 0 and b.shape[1] % 8 == 0
+        return real_int_mm(a, b)
+
+    monkeypatch.setattr(torch, "_int_mm", int_mm)
+    data = _binned(_expression(14, n_genes=40))
+    reference = _full(NumpyKernel(data, scoring, n_jobs=1), block=40)
+    for tile_genes, chunk_cells in [(1, 64), (9, 13), (40, None)]:
+        kernel = _torch_cpu(data, scoring, tile_genes=tile_genes, chunk_cells=chunk_cells)
+        kernel._plan = dataclasses.replace(kernel._plan, gemm="int8")
+        _assert_scores(_full(kernel, 17), reference)
 
 
 @pytest.mark.parametrize("make_kernel", KERNELS)

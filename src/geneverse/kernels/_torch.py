@@ -122,8 +122,8 @@ class TorchKernel(Kernel):
         self._torch = torch
         self._dev = torch.device("cuda" if device is None else device)
         self._n_nz = max(data.max_bins - 1, 1)
+        self._upload(data)  # first: the plan on CUDA fits the memory left free after it
         self._plan = self._make_plan(tile_genes, chunk_cells, gemm)
-        self._upload(data)
         self._finisher = _Finish.build(data, scoring, self._n_nz, torch, self._dev)
 
     # -- availability -------------------------------------------------------------------
