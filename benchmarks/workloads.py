@@ -1,4 +1,4 @@
-"""The benchmark workloads of DESIGN.md §6, generated with fixed seeds.
+"""The benchmark workloads, generated with fixed seeds.
 
 =========  ==================  =============================================================
 name       genes × cells       what
@@ -57,8 +57,9 @@ from scipy import optimize, sparse
 #: Bump when the generator changes: it is part of the cache file names.
 GENERATOR_VERSION = 1
 
-#: Names of every workload, in the order of DESIGN.md §6.
-WORKLOADS = ("seed", "pbmc68k", "dense", "atlas")
+#: Names of every workload: those of the design's table, then ``scores4k`` (the top-k
+#: size where the recommended score is timed) and ``chunked10k`` (read chunk by chunk).
+WORKLOADS = ("seed", "pbmc68k", "dense", "atlas", "scores4k", "chunked10k")
 
 
 @dataclass(frozen=True)
@@ -124,11 +125,13 @@ class SyntheticSpec:
         return self.group_programs is not None or self.group_fraction is not None
 
 
-#: The synthetic workloads at full size (DESIGN.md §6).
+#: The synthetic workloads at full size.
 SPECS: dict[str, SyntheticSpec] = {
     "seed": SyntheticSpec(n_genes=2_000, n_cells=5_000, nonzero=0.10, seed=20_001),
     "dense": SyntheticSpec(n_genes=2_000, n_cells=5_000, nonzero=None, seed=20_002),
     "atlas": SyntheticSpec(n_genes=20_000, n_cells=100_000, nonzero=0.05, seed=20_003),
+    "scores4k": SyntheticSpec(n_genes=4_000, n_cells=20_000, nonzero=0.10, seed=20_004),
+    "chunked10k": SyntheticSpec(n_genes=10_000, n_cells=20_000, nonzero=0.06, seed=20_005),
 }
 
 #: Shape of every workload with ``tiny=True`` (genes, cells): for tests, in well under 1 s.
@@ -137,6 +140,8 @@ TINY_SHAPES: dict[str, tuple[int, int]] = {
     "dense": (60, 400),
     "atlas": (80, 800),
     "pbmc68k": (100, 300),
+    "scores4k": (60, 400),
+    "chunked10k": (70, 400),
 }
 
 

@@ -95,7 +95,7 @@ def full_matrix(kernel, block: int | None = None) -> np.ndarray:
     out = np.zeros((n_genes, n_genes), dtype=np.float32)
     for start in range(0, n_genes, block):
         stop = min(n_genes, start + block)
-        rows = kernel.row_block(start, stop)
+        rows = kernel.scores(start, stop).mi
         assert rows.dtype == np.float32
         assert rows.shape == (stop - start, n_genes - start)
         out[start:stop, start:] = rows

@@ -101,7 +101,7 @@ BAD_CALLS = {
         lambda: _counts(),
         {"backend": "numpy", "device": "cuda"},
         ValueError,
-        "applies to backend='gpu' only",
+        "device='cuda' applies only with method='mi' and backend='gpu'",
     ),
     "bad n_jobs": (lambda: _counts(), {"n_jobs": 0}, ValueError, "positive number of threads"),
     "bad key": (lambda: _counts(), {"key_added": ""}, ValueError, "non-empty string"),

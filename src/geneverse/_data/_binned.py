@@ -99,9 +99,9 @@ class BinnedGenes:
         Derives ``value_sums``, ``value_norms`` and the per-gene tables of the finish.
         """
         n_genes = int(np.asarray(n_bins).shape[0])
-        genes = np.ascontiguousarray(genes, dtype=np.int32)
-        values = np.ascontiguousarray(values, dtype=np.float64)
-        bin_counts = np.ascontiguousarray(bin_counts, dtype=np.int64)
+        genes = _contiguous(genes, np.int32)
+        values = _contiguous(values, np.float64)
+        bin_counts = _contiguous(bin_counts, np.int64)
         # bincount adds each gene's entries in the order given: increasing cell order.
         value_sums = np.bincount(genes, weights=values, minlength=n_genes)
         squares = np.bincount(genes, weights=values * values, minlength=n_genes)
@@ -115,13 +115,13 @@ class BinnedGenes:
         zero_bin = np.divide(1.0, unexpressed, out=np.zeros(n_genes), where=unexpressed > 0)
         return cls(
             n_cells=int(n_cells),
-            indptr=np.ascontiguousarray(indptr, dtype=np.int64),
+            indptr=_contiguous(indptr, np.int64),
             genes=genes,
-            bins=np.ascontiguousarray(bins, dtype=np.uint8),
+            bins=_contiguous(bins, np.uint8),
             values=values,
-            n_bins=np.ascontiguousarray(n_bins, dtype=np.int32),
+            n_bins=_contiguous(n_bins, np.int32),
             bin_counts=bin_counts,
-            varies=np.ascontiguousarray(varies, dtype=np.bool_),
+            varies=_contiguous(varies, np.bool_),
             value_sums=value_sums.astype(np.float64),
             value_norms=np.sqrt(squares),
             expressed=expressed.astype(np.int64),
@@ -141,6 +141,12 @@ class BinnedGenes:
     def max_bins(self) -> int:
         """Largest number of bins of any gene, counting the zero bin."""
         return int(self.bin_counts.shape[1])
+
+
+def _contiguous(array, dtype) -> np.ndarray:
+    """``array`` as a C-contiguous, aligned array of ``dtype`` (a copy only when it is not):
+    what every kernel borrows. Arrays unpickled on a Dask worker may be unaligned."""
+    return np.require(array, dtype=dtype, requirements=["C_CONTIGUOUS", "ALIGNED"])
 
 
 def _tables(n_cells: int) -> tuple[np.ndarray, np.ndarray]:

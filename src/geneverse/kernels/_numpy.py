@@ -161,7 +161,8 @@ def _plugin(s_table, total, z_i, z_j, data: BinnedGenes, rows, cols) -> np.ndarr
     s_i = xlogx[total - z_i] + data.bins_xlogx[rows, None]
     s_j = xlogx[total - z_j] + data.bins_xlogx[None, cols]
     safe = np.maximum(total, 1)
-    mi = data.log2[safe] + ((s_table - s_i) - s_j) / safe
+    log2 = data.log2[np.minimum(safe, data.n_cells)]  # no cell at all: no pair counted
+    mi = log2 + ((s_table - s_i) - s_j) / safe
     return np.where(total > 0, mi, 0.0)
 
 
