@@ -12,6 +12,7 @@ kernels' row blocks (:class:`_Difference`) and the per-pair exceedance counts
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .. import _logging as logg
+from .._data._binned import BinnedGenes
 from .._data._binning import bin_genes
 from .._data._chunked import is_chunked
 from .._data._genes import GeneSelection
@@ -389,8 +391,12 @@ class _Result:
 
 def _kernel(matrix: sparse.csc_matrix, cells: np.ndarray, computation: Computation) -> Kernel:
     """The MI kernel of the cells ``cells`` (sorted): their own bins, as coexpression makes."""
+    return computation.kernel(_binned(matrix, cells, computation.n_bins))
+
+
+def _binned(matrix: sparse.csc_matrix, cells: np.ndarray, n_bins: int) -> BinnedGenes:
     rows = matrix if cells.size == matrix.shape[0] else matrix[cells]
-    return computation.kernel(bin_genes(rows, computation.n_bins))
+    return bin_genes(rows, n_bins)
 
 
 def _run(matrix, groups: Groups, computation: Computation, options: _Options) -> _Result:
@@ -420,17 +426,26 @@ def _run(matrix, groups: Groups, computation: Computation, options: _Options) ->
 
 def _permute(matrix, groups: Groups, computation, exceedances, options: _Options) -> None:
     """Count, per pair, the label permutations with ``|dmi| >= |observed dmi|``."""
-    rng = np.random.default_rng(options.random_state)
-    pooled = np.concatenate(groups.cells)
-    n_group = groups.cells[0].size
     n = options.n_permutations
-    logg.info(f"    {n} permutations of the labels of {pooled.size} cells, 2 MI runs each")
-    for _ in logg.progress(range(n), total=n, description="permutations"):
-        shuffled = pooled[rng.permutation(pooled.size)]
-        cells = np.sort(shuffled[:n_group]), np.sort(shuffled[n_group:])
+    logg.info(
+        f"    {n} permutations of the labels of {sum(c.size for c in groups.cells)} cells, "
+        "2 MI runs each"
+    )
+    shuffles = _shuffled_groups(groups, options.random_state, n)
+    for cells in logg.progress(shuffles, total=n, description="permutations"):
         null = _Difference(*(_kernel(matrix, part, computation) for part in cells))
         for block in scored_row_blocks(null, computation.plan.n_rows):
             exceedances.add(block.start, block.mi)
+
+
+def _shuffled_groups(groups: Groups, seed: int, n: int) -> Iterator[tuple[np.ndarray, ...]]:
+    """The cells of the two groups after each of ``n`` shuffles of their labels."""
+    rng = np.random.default_rng(seed)
+    pooled = np.concatenate(groups.cells)
+    n_group = groups.cells[0].size
+    for _ in range(n):
+        shuffled = pooled[rng.permutation(pooled.size)]
+        yield np.sort(shuffled[:n_group]), np.sort(shuffled[n_group:])
 
 
 class _Exceedances:
