@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     import igraph
     import networkx
 
-Matrix = np.ndarray | sparse.spmatrix | sparse.sparray
+#: A stored genes × genes matrix: dense, or any scipy sparse matrix.
+Matrix: TypeAlias = Any
 
 #: The MI difference of :func:`~geneverse.tl.differential_coexpression`.
 DMI = "dmi"
@@ -198,7 +199,7 @@ def _dense_edges(score: PairScore, used: np.ndarray, wanted, max_q: float | None
         block = np.asarray(score.values[index])
         ok = wanted(block)
         ok &= np.arange(n - start)[None, :] > np.arange(stop - start)[:, None]  # upper
-        if max_q is not None:
+        if max_q is not None and score.qvals is not None:
             ok &= np.asarray(score.qvals[index]) <= max_q
         r, c = np.nonzero(ok)
         parts.append((used[start + r], used[start + c], block[r, c]))

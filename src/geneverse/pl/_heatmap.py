@@ -338,16 +338,18 @@ def _module_bars(ax: Axes, column: pd.Series, positions: np.ndarray) -> None:
     index = np.where(codes < 0, len(categories), codes)
     colormap = ListedColormap(colours)
     n = positions.size
+    bars = []
     for bounds, image in (
         ((0.0, 1.0 + _BAR / 2, 1.0, _BAR), index[None, :]),
         ((1.0 + _BAR / 2, 0.0, _BAR, 1.0), index[:, None]),
     ):
         bar = ax.inset_axes(bounds)
+        bars.append(bar)
         bar.imshow(image, cmap=colormap, vmin=-0.5, vmax=len(colours) - 0.5, aspect="auto",
                    interpolation="nearest")  # fmt: skip
         bar.set_axis_off()
         bar.set_label("modules")
-    right = ax.child_axes[-1]
+    right = bars[-1]
     # A module's name is written when its block is tall enough for it (the axes' height
     # before the layout is final is close enough to decide that).
     points_per_gene = ax.get_window_extent().height * 72 / ax.figure.dpi / max(n, 1)

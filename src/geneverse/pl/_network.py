@@ -186,7 +186,7 @@ def packed_layout(graph) -> dict:
     return layout
 
 
-def _lighter(colour, share: float = 0.55) -> tuple[float, float, float]:
+def _lighter(colour, share: float = 0.55) -> tuple[float, ...]:
     """``colour`` mixed with ``share`` of white."""
     from matplotlib.colors import to_rgb
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -213,7 +213,7 @@ class _Options:
     backend: Backend
     device: str | None
     n_jobs: int | None
-    random_state: int | None
+    random_state: int  # a fresh seed is drawn for None
     key_added: str
     copy: bool
 
@@ -299,7 +299,10 @@ def two_groups(adata: AnnData, groupby: Any, group: Any, reference: Any) -> Grou
                 f"a group needs at least {_MIN_CELLS} cells (a few hundred for a reliable "
                 "MI). Choose another category."
             )
-    return Groups(names=tuple(names), suffixes=tuple(key_suffixes(names)), cells=cells)
+    suffixes = key_suffixes(names)
+    return Groups(
+        names=(names[0], names[1]), suffixes=(suffixes[0], suffixes[1]), cells=(cells[0], cells[1])
+    )
 
 
 def _categories(labels: pd.Series) -> list[str]:
@@ -331,7 +334,9 @@ def _values(adata: AnnData, plan: GenePlan, options: _Options):
 
 def _computation(plan: GenePlan, options: _Options) -> Computation:
     name = options.backend_name()
-    kernel_class = resolve_backend(settings.backend if name == AUTO else name, options.device)
+    kernel_class = resolve_backend(
+        cast(Backend, settings.backend if name == AUTO else name), options.device
+    )
     return Computation(
         method=MI,
         plan=plan,
@@ -408,10 +413,10 @@ def _run(matrix, groups: Groups, computation: Computation, options: _Options) ->
     if options.top_k is None and plan.in_against is None:
         mi = tuple(computation.scores_of(kernel)[0] for kernel in kernels)
         dmi = mi[0] - mi[1]
-        exceedances = _Exceedances.dense(dmi)
+        exceedances = _Exceedances.of_dense(dmi)
     else:
         dmi, _ = computation.scores_of(_Difference(*kernels))
-        exceedances = _Exceedances.sparse(dmi)
+        exceedances = _Exceedances.of_sparse(dmi)
         mi = tuple(
             exceedances.pair_matrix(_gather(kernel, exceedances, plan)) for kernel in kernels
         )
@@ -434,7 +439,7 @@ def _permute(matrix, groups: Groups, computation, exceedances, options: _Options
     shuffles = _shuffled_groups(groups, options.random_state, n)
     for cells in logg.progress(shuffles, total=n, description="permutations"):
         null = _Difference(*(_kernel(matrix, part, computation) for part in cells))
-        for block in scored_row_blocks(null, computation.plan.n_rows):
+        for block in scored_row_blocks(cast(Kernel, null), computation.plan.n_rows):
             exceedances.add(block.start, block.mi)
 
 
@@ -461,11 +466,11 @@ class _Exceedances:
         self.counts = np.zeros(np.shape(observed), dtype=np.int32)
 
     @classmethod
-    def dense(cls, dmi: np.ndarray) -> _Exceedances:
+    def of_dense(cls, dmi: np.ndarray) -> _Exceedances:
         return cls(np.abs(dmi))
 
     @classmethod
-    def sparse(cls, dmi: sparse.csr_matrix) -> _Exceedances:
+    def of_sparse(cls, dmi: sparse.csr_matrix) -> _Exceedances:
         upper = sparse.triu(dmi, k=1).tocsr()
         upper.sort_indices()
         coo = upper.tocoo()

@@ -207,6 +207,8 @@ def _communities(used: np.ndarray, edges: Edges, options: dict[str, Any]) -> np.
     import igraph
     import leidenalg
 
+    if edges.rows.size == 0:  # no edge, no community
+        return np.full(used.size, -1, dtype=np.int64)
     vertex = np.full(int(used.max(initial=-1)) + 1, -1, dtype=np.int64)
     vertex[used] = np.arange(used.size)
     ends = np.column_stack([vertex[edges.rows], vertex[edges.cols]])
@@ -228,7 +230,7 @@ def _members(
 ) -> np.ndarray:
     """The communities after ``min_membership`` and ``min_size``: -1 for no module."""
     labels = labels.copy()
-    if options["min_membership"] > 0 and edges.rows.size:
+    if options["min_membership"] > 0 and edges.rows.size and labels.size:
         strength = _strength_within(used, edges, labels)
         sizes = np.bincount(labels, minlength=labels.max(initial=-1) + 1)
         mean = strength / np.maximum(sizes[labels] - 1, 1)
