@@ -271,3 +271,19 @@ def test_module_scores_bad_input_changes_nothing(pbmc_modules, kwargs, match):
     with pytest.raises(ValueError, match=match):
         gv.tl.module_scores(adata, **kwargs)
     assert_unchanged(before, adata)
+
+
+def test_no_edge_means_no_module_and_a_warning(capsys):
+    adata = ad.AnnData(X=np.zeros((3, 5), dtype=np.float32))
+    mi = np.zeros((5, 5), dtype=np.float32)
+    mi[0, 1] = mi[1, 0] = 0.5
+    adata.varp["gv_mi"] = -mi  # anti-correlated only: no positive edge
+    adata.var["gv_used"] = True
+    gv.settings.verbosity = 1
+    gv.tl.modules(adata)
+    assert adata.var["gv_module"].isna().all() and not len(adata.var["gv_module"].cat.categories)
+    assert "WARNING: no gene module found in 'gv_mi'" in capsys.readouterr().err
+    adata.varp["gv_mi"] = mi
+    gv.tl.modules(adata, min_size=2)
+    assert adata.var["gv_module"].tolist()[:2] == ["M1", "M1"]
+    assert adata.var["gv_module"][2:].isna().all()

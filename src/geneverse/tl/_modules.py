@@ -237,8 +237,9 @@ def _members(
         median = pd.Series(mean).groupby(labels).transform("median").to_numpy()
         labels[mean < options["min_membership"] * median] = -1
     kept = labels >= 0
-    sizes = np.bincount(labels[kept], minlength=labels.max(initial=-1) + 1)
-    labels[kept & (sizes[np.maximum(labels, 0)] < options["min_size"])] = -1
+    if kept.any():
+        sizes = np.bincount(labels[kept], minlength=labels.max() + 1)
+        labels[kept & (sizes[np.maximum(labels, 0)] < options["min_size"])] = -1
     return labels
 
 
