@@ -164,6 +164,11 @@ class Edges:
     def subset(self, keep: np.ndarray) -> Edges:
         return Edges(self.rows[keep], self.cols[keep], self.values[keep])
 
+    def ends(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each edge's genes, the one that comes first in ``adata.var_names`` first."""
+        first = self.rows < self.cols
+        return np.where(first, self.rows, self.cols), np.where(first, self.cols, self.rows)
+
 
 def score_edges(
     score: PairScore,
@@ -348,6 +353,27 @@ def network(
     >>> edges = gv.get.network(adata, max_q=0.01, top_k=10, sign=1)  # doctest: +SKIP
     >>> graph = gv.get.to_networkx(edges)  # doctest: +SKIP
     """
+    stored, edges = filtered_edges(
+        adata, key, score=score, group=group, min_score=min_score, max_q=max_q, top_k=top_k,
+        module=module, module_key=module_key, sign=sign,
+    )  # fmt: skip
+    return edge_table(adata, stored, edges)
+
+
+def filtered_edges(
+    adata: AnnData,
+    key: str = "gv",
+    *,
+    score: str | None = None,
+    group: str | None = None,
+    min_score: float = 0.0,
+    max_q: float | None = None,
+    top_k: int | None = None,
+    module: str | Sequence[str] | None = None,
+    module_key: str = "gv_module",
+    sign: int | None = None,
+) -> tuple[PairScore, Edges]:
+    """The score and the edges of :func:`network` (same arguments), strongest first."""
     stored = pair_score(adata, key, score, group)
     min_score = check_number("min_score", min_score, what="|score|")
     if min_score < 0:
@@ -360,8 +386,7 @@ def network(
     edges = score_edges(stored, min_score=min_score, sign=sign, max_q=max_q, genes=genes)
     if top_k is not None:
         edges = edges.subset(per_gene_top(edges, top_k))
-    edges = edges.subset(strongest_first(edges))
-    return edge_table(adata, stored, edges)
+    return stored, edges.subset(strongest_first(edges))
 
 
 def checked_max_q(stored: PairScore, max_q: Any) -> float | None:
@@ -429,9 +454,7 @@ def module_column(adata: AnnData, module_key: str) -> pd.Series:
 def edge_table(adata: AnnData, stored: PairScore, edges: Edges) -> pd.DataFrame:
     """The edge list of ``edges``: genes by name, the score, and its test when stored."""
     names = adata.var_names.astype(str).to_numpy()
-    first = edges.rows < edges.cols
-    rows = np.where(first, edges.rows, edges.cols)
-    cols = np.where(first, edges.cols, edges.rows)
+    rows, cols = edges.ends()
     table = {
         "source": pd.Series(names[rows], dtype=object),
         "target": pd.Series(names[cols], dtype=object),
@@ -557,9 +580,10 @@ def _vertices(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     sources = table["source"].astype(str).to_numpy()
     targets = table["target"].astype(str).to_numpy()
     names = pd.unique(np.column_stack([sources, targets]).ravel())
-    index = pd.Index(names)
-    ends = np.column_stack([index.get_indexer(sources), index.get_indexer(targets)])
-    return np.asarray(names, dtype=object), ends.reshape(-1, 2)
+    ends = np.column_stack(
+        [pd.Categorical(ends, categories=names).codes for ends in (sources, targets)]
+    )
+    return np.asarray(names, dtype=object), ends.reshape(-1, 2).astype(np.int64)
 
 
 def _attributes(table: pd.DataFrame, weight: str | None) -> dict[str, list[Any]]:

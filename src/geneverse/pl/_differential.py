@@ -9,7 +9,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._utils import check_number, check_whole_number
-from ..get._network import DMI, network, pair_score, values_at
+from ..get._network import DMI, edge_table, filtered_edges, pair_score, values_at
 from ._heatmap import _resolve_show
 
 if TYPE_CHECKING:
@@ -102,9 +102,9 @@ def _pairs(adata: AnnData, key: str) -> tuple[pd.DataFrame, tuple[str, str]]:
             f"key_added={key!r}) first."
         )
     group, reference = (str(name) for name in np.asarray(adata.uns[key]["groups"]).ravel())
-    pairs = network(adata, key)
-    rows = adata.var_names.get_indexer(pairs["source"])
-    cols = adata.var_names.get_indexer(pairs["target"])
+    stored, edges = filtered_edges(adata, key)
+    pairs = edge_table(adata, stored, edges)
+    rows, cols = edges.ends()
     for name, column in ((group, "mi_group"), (reference, "mi_reference")):
         matrix = pair_score(adata, key, group=name).values
         pairs[column] = values_at(matrix, rows, cols, fill=0.0)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._data._genes import gene_positions
 from .._utils import check_whole_number
 from ..get._network import module_column, to_networkx
 from ..get._network import network as edge_list
@@ -199,5 +200,5 @@ def _node_colours(adata: AnnData, nodes: list[str], module_key: str) -> list:
         return [_NO_MODULE_COLOUR] * len(nodes)
     column = module_column(adata, module_key)
     colours = _module_colours(len(column.cat.categories))
-    codes = pd.Categorical(column).codes[adata.var_names.get_indexer(nodes)]
+    codes = pd.Categorical(column).codes[gene_positions(adata, nodes)]
     return [colours[code] if code >= 0 else _NO_MODULE_COLOUR for code in codes]

@@ -1,6 +1,6 @@
 """``gv.tl.modules``: gene modules, communities of the graph of a stored pair score.
 
-The graph (docs page "Gene networks"): the used genes are its vertices; a pair is an edge
+The graph (see :func:`modules` and the tutorial): the used genes are its vertices; a pair is an edge
 when its score is positive and, when q-values are stored, significant; each gene keeps
 its ``n_neighbors`` strongest edges (an edge stays when it is among the strongest of
 either of its genes), weighted by the score. Leiden community detection (leidenalg,
@@ -37,7 +37,7 @@ from ..get._network import (
 
 #: ``max_q`` when q-values are stored and none is given: edges at a false discovery rate
 #: of 1 %. At 5 %, one edge in twenty is false, enough to tie unrelated genes into small
-#: spurious modules (benchmarks/RESULTS.md, "Gene networks").
+#: spurious modules (the benchmarks' section "Gene networks" on the backends page).
 DEFAULT_MAX_Q = 0.01
 #: The prefix of module names: "M1" is the largest module.
 MODULE_PREFIX = "M"
