@@ -67,9 +67,13 @@ class ValueRuns:
         return self.values[np.searchsorted(ends, first_entry + ranks, side="right")]
 
     @classmethod
-    def of_matrix(cls, matrix: sparse.csc_matrix) -> ValueRuns:
-        """The runs of a cells × genes CSC matrix without explicit zeros."""
-        values = matrix.data.copy()
+    def of_matrix(cls, matrix: sparse.csr_matrix | sparse.csc_matrix) -> ValueRuns:
+        """The runs of a canonical cells × genes matrix (no explicit zeros)."""
+        if matrix.format == "csc":
+            matrix = sparse.csc_matrix(matrix, copy=True)  # sorted in place below
+        else:
+            matrix = matrix.tocsc()  # a new matrix: gene by gene
+        values = matrix.data
         for start, stop in zip(matrix.indptr[:-1], matrix.indptr[1:], strict=True):
             values[start:stop].sort()  # each gene on its own: n log(n / genes), no argsort
         new_run = np.ones(values.shape[0], dtype=bool)
@@ -125,7 +129,7 @@ class GeneBins:
         n_bins_per_gene = (np.minimum(n_bins, runs.n_distinct) + 1).astype(np.int32)
         max_bins = int(n_bins_per_gene.max(initial=1))
         genes = runs.gene_of_run()
-        run_bins = _bins_of(runs.values, runs.run_ptr, edges)
+        run_bins = bins_of(runs.values, runs.gene_of_run(), edges)
         bin_counts = np.bincount(
             genes * max_bins + run_bins, weights=runs.counts, minlength=runs.n_genes * max_bins
         ).reshape(runs.n_genes, max_bins)
@@ -141,8 +145,15 @@ class GeneBins:
         )
 
     def sign_values(self, values: np.ndarray, genes: np.ndarray) -> np.ndarray:
-        """The sign values (``float64``) of entries with these ``values`` of these ``genes``."""
-        return (values.astype(np.float64) - self.sign_shift[genes]) * self.sign_scale[genes]
+        """The sign values (``float64``) of entries with these ``values`` of these ``genes``
+        (in slices, so that no temporary is as large as the entries)."""
+        out = np.empty(values.shape[0], dtype=np.float64)
+        for piece in _pieces(values.shape[0]):
+            own = genes[piece]
+            out[piece] = (values[piece].astype(np.float64) - self.sign_shift[own]) * (
+                self.sign_scale[own]
+            )
+        return out
 
     def binned(self, entries: CellEntries) -> BinnedGenes:
         """The kernels' input from every cell's entries, made with these bins."""
@@ -241,52 +252,68 @@ def _lerp(lower: np.ndarray, upper: np.ndarray, gamma: np.ndarray) -> np.ndarray
     return result
 
 
-def _bins_of(values: np.ndarray, indptr: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Bin of each value, gene ``g`` owning ``values[indptr[g]:indptr[g+1]]``:
-    ``searchsorted(edges[g], x, "right") + 1`` (in float64, as the edges)."""
-    bins = np.empty(values.shape[0], dtype=np.uint8)
-    for gene in np.flatnonzero(np.diff(indptr)):
-        own = slice(indptr[gene], indptr[gene + 1])
-        bins[own] = np.searchsorted(edges[gene], values[own].astype(np.float64), "right") + 1
+#: Entries binned at a time (bounds the temporaries of the vectorised steps).
+_PIECE = 1 << 20
+#: Up to this many edges per gene, an entry's bin is found by comparing it with each edge
+#: of its gene, all entries at once; beyond, gene by gene with a binary search.
+_COMPARED_EDGES = 32
+
+
+def _pieces(n: int):
+    return (slice(start, min(n, start + _PIECE)) for start in range(0, n, _PIECE))
+
+
+def bins_of(values: np.ndarray, genes: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The bin of each value of gene ``genes[e]``: ``searchsorted(edges[g], x, "right") + 1``
+    (in ``float64``, as the edges; ``edges`` padded with ``+inf``), in any order of entries."""
+    bins = np.ones(values.shape[0], dtype=np.uint8)
+    n_edges = int(np.count_nonzero(np.isfinite(edges), axis=1).max(initial=0))
+    if n_edges > _COMPARED_EDGES:
+        for gene in np.unique(genes):
+            own = genes == gene
+            bins[own] += np.searchsorted(edges[gene], values[own].astype(np.float64), "right")
+        return bins
+    by_edge = np.ascontiguousarray(edges[:, :n_edges].T)  # one row per edge: cache-friendly
+    for piece in _pieces(values.shape[0]):
+        x, own = values[piece].astype(np.float64), genes[piece]
+        counted = bins[piece]
+        for row in by_edge:  # edges <= x: the padding (+inf) never counts
+            counted += row[own] <= x
     return bins
 
 
-def bin_cells(matrix: sparse.csc_matrix, genes: GeneBins) -> CellEntries:
-    """The entries of the cells of ``matrix`` (cells × genes CSC, no explicit zeros, sorted,
-    canonical), cell-major, binned with ``genes``' edges."""
-    bins = _bins_of(matrix.data, matrix.indptr, genes.edges)
-    index_dtype = np.int32 if bins.shape[0] < np.iinfo(np.int32).max else np.int64
-    by_cell = sparse.csc_matrix(
-        (np.arange(bins.shape[0], dtype=index_dtype), matrix.indices, matrix.indptr),
-        shape=matrix.shape,
-    ).tocsr()
-    order = by_cell.data
-    gene_of_entry = by_cell.indices.astype(np.int32)
+def bin_cells(matrix: sparse.csr_matrix, genes: GeneBins) -> CellEntries:
+    """The entries of the cells of ``matrix`` (cells × genes, canonical CSR), binned with
+    ``genes``' edges: the kernels' cell-major layout, in the order of the matrix itself."""
+    gene_of_entry = matrix.indices.astype(np.int32)  # a copy: the layout owns its arrays
     return CellEntries(
-        indptr=by_cell.indptr.astype(np.int64),
+        indptr=matrix.indptr.astype(np.int64),
         genes=gene_of_entry,
-        bins=bins[order],
-        values=genes.sign_values(matrix.data[order], gene_of_entry),
+        bins=bins_of(matrix.data, gene_of_entry, genes.edges),
+        values=genes.sign_values(matrix.data, gene_of_entry),
     )
 
 
-def varying_genes(matrix: sparse.csc_matrix) -> np.ndarray:
+def varying_genes(matrix: sparse.csr_matrix | sparse.csc_matrix) -> np.ndarray:
     """Genes not constant over the cells of ``matrix`` (their correlation is defined)."""
-    n_expressed = np.diff(matrix.indptr)
+    n_cells, n_genes = matrix.shape
     if not matrix.nnz:
-        return np.zeros(matrix.shape[1], dtype=bool)
+        return np.zeros(n_genes, dtype=bool)
+    csr = sparse.csr_matrix(matrix)
+    n_expressed = np.bincount(csr.indices, minlength=n_genes)
     # A gene expressed in every cell has no implicit zeros, so min is its smallest value.
-    highest = matrix.max(axis=0).toarray().ravel()
-    lowest = matrix.min(axis=0).toarray().ravel()
-    partial = (n_expressed > 0) & (n_expressed < matrix.shape[0])
-    return partial | ((n_expressed == matrix.shape[0]) & (highest != lowest))
+    highest = csr.max(axis=0).toarray().ravel()
+    lowest = csr.min(axis=0).toarray().ravel()
+    partial = (n_expressed > 0) & (n_expressed < n_cells)
+    return partial | ((n_expressed == n_cells) & (highest != lowest))
 
 
-def bin_genes(matrix: sparse.csc_matrix, n_bins: int) -> BinnedGenes:
+def bin_genes(matrix: sparse.spmatrix | sparse.sparray, n_bins: int) -> BinnedGenes:
     """Discretise every gene of ``matrix`` (cells × genes) into the kernels' input.
 
-    ``matrix`` holds the used genes' values (validated: finite, ``>= 0``) with no
-    explicit zeros; any int or float dtype.
+    ``matrix`` holds the used genes' values (validated: finite, ``>= 0``), canonical (no
+    duplicates, no explicit zeros, sorted), CSR (the kernels' layout: no copy) or CSC.
     """
-    genes = GeneBins.of_runs(ValueRuns.of_matrix(matrix), matrix.shape[0], n_bins)
-    return genes.binned(bin_cells(matrix, genes))
+    csr = sparse.csr_matrix(matrix)
+    genes = GeneBins.of_runs(ValueRuns.of_matrix(csr), csr.shape[0], n_bins)
+    return genes.binned(bin_cells(csr, genes))

@@ -44,11 +44,12 @@ class ChunkSource(ABC):
 
     @abstractmethod
     def map_reduce(self, task: Callable[..., Any], combine: Callable[[Any, Any], Any]) -> Any:
-        """``combine`` of ``task(chunk, first_cell)`` over all chunks (CSC of used genes)."""
+        """``combine`` of ``task(chunk, first_cell)`` over all chunks (each the canonical CSR
+        of the used genes' values of some cells)."""
 
 
-def _used_genes_of(block: Any, columns: np.ndarray) -> sparse.csc_matrix:
-    """A block of rows of the values as CSC of the used genes, no explicit zeros."""
+def _used_genes_of(block: Any, columns: np.ndarray) -> sparse.csr_matrix:
+    """A block of rows of the values as canonical CSR of the used genes."""
     return used_columns(block if sparse.issparse(block) else np.asarray(block), columns)
 
 
@@ -148,7 +149,7 @@ def chunked_value_runs(
     """
     gene_names, cell_names = np.asarray(gene_names), np.asarray(cell_names)
 
-    def runs_of_chunk(chunk: sparse.csc_matrix, start: int):
+    def runs_of_chunk(chunk: sparse.csr_matrix, start: int):
         names = cell_names[start : start + chunk.shape[0]]
         check_values(chunk, source=source.source, gene_names=gene_names, cell_names=names)
         groups = _group_rows(chunk, labels, start, n_groups)
@@ -163,16 +164,16 @@ def chunked_value_runs(
 
 def chunked_matrix(
     source: ChunkSource, gene_names: np.ndarray, cell_names: np.ndarray
-) -> sparse.csc_matrix:
-    """The used genes' values of every chunk, validated, as one canonical CSC matrix."""
+) -> sparse.csr_matrix:
+    """The used genes' values of every chunk, validated, as one canonical CSR matrix."""
     gene_names, cell_names = np.asarray(gene_names), np.asarray(cell_names)
 
-    def checked(chunk: sparse.csc_matrix, start: int) -> list[sparse.csc_matrix]:
+    def checked(chunk: sparse.csr_matrix, start: int) -> list[sparse.csr_matrix]:
         names = cell_names[start : start + chunk.shape[0]]
         check_values(chunk, source=source.source, gene_names=gene_names, cell_names=names)
         return [chunk]
 
-    return sparse.vstack(source.map_reduce(checked, lambda a, b: a + b), format="csc")
+    return sparse.vstack(source.map_reduce(checked, lambda a, b: a + b), format="csr")
 
 
 def chunked_entries(
@@ -185,10 +186,10 @@ def chunked_entries(
 
 def entries_task(
     genes: list[GeneBins], labels: np.ndarray | None
-) -> Callable[[sparse.csc_matrix, int], list[list[CellEntries]]]:
+) -> Callable[[sparse.csr_matrix, int], list[list[CellEntries]]]:
     """The task of pass 2: a chunk's compact entries of each group (each in a list)."""
 
-    def entries_of_chunk(chunk: sparse.csc_matrix, start: int) -> list[list[CellEntries]]:
+    def entries_of_chunk(chunk: sparse.csr_matrix, start: int) -> list[list[CellEntries]]:
         groups = _group_rows(chunk, labels, start, len(genes))
         return [[bin_cells(rows, bins)] for rows, bins in zip(groups, genes, strict=True)]
 
@@ -200,8 +201,8 @@ def _concatenate_lists(a: list[list], b: list[list]) -> list[list]:
 
 
 def _group_rows(
-    chunk: sparse.csc_matrix, labels: np.ndarray | None, start: int, n_groups: int
-) -> list[sparse.csc_matrix]:
+    chunk: sparse.csr_matrix, labels: np.ndarray | None, start: int, n_groups: int
+) -> list[sparse.csr_matrix]:
     """The rows of ``chunk`` (cells from ``start``) of each group."""
     if labels is None:
         return [chunk]

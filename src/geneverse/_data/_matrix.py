@@ -29,8 +29,8 @@ class Selection:
     source: str
     use_raw: bool
 
-    def in_memory(self) -> sparse.csc_matrix:
-        """The used genes' values, cells × used genes, as CSC without explicit zeros."""
+    def in_memory(self) -> sparse.csr_matrix:
+        """The used genes' values, cells × used genes, canonical CSR (:func:`used_columns`)."""
         return used_columns(self.values, self.positions)
 
 
@@ -72,6 +72,12 @@ def select_matrix(
     if columns.size > 0 and adata.n_obs > np.iinfo(np.int32).max:
         raise ValueError(f"{adata.n_obs} cells are more than geneverse can count (2**31 - 1).")
     source, values, positions = _source(adata, layer, use_raw)
+    kind = np.dtype(getattr(values, "dtype", np.dtype(object))).kind
+    if kind not in "biuf":
+        raise TypeError(
+            f"{source} holds {values.dtype} values; geneverse needs numbers "
+            "(integer counts or floats, or booleans for detection calls)."
+        )
     return Selection(
         values=values,
         positions=positions[columns],
@@ -105,9 +111,10 @@ def _source(adata: AnnData, layer: str | None, use_raw: bool):
 
 
 @singledispatch
-def used_columns(values, columns: np.ndarray) -> sparse.csc_matrix:
-    """The given columns of ``values`` as a new, canonical CSC matrix: duplicate entries
-    summed (as scipy defines the matrix), no explicit zeros, indices sorted.
+def used_columns(values, columns: np.ndarray) -> sparse.csr_matrix:
+    """The given columns of ``values`` (cells × genes) as a new, canonical CSR matrix:
+    duplicate entries summed (as scipy defines the matrix), no explicit zeros, indices
+    sorted. CSR is the kernels' layout: each cell's entries together.
 
     The user's matrix is never changed. Boolean values become 0/1 and ``float16`` becomes
     ``float32`` (scipy.sparse has neither), exactly.
@@ -119,29 +126,22 @@ def used_columns(values, columns: np.ndarray) -> sparse.csc_matrix:
 
 
 @used_columns.register(np.ndarray)
-def _(values: np.ndarray, columns: np.ndarray) -> sparse.csc_matrix:
-    # Gene by gene (a transposed copy), the nonzero entries come out in CSC order: no
-    # detour through COO, no sorting.
-    by_gene = np.ascontiguousarray(_supported(values.T[columns]))
-    n_cells = values.shape[0]
-    entries = np.flatnonzero(by_gene)  # NaN counts as nonzero: the validation rejects it
-    indptr = np.zeros(columns.size + 1, dtype=np.int64)
-    np.cumsum(np.count_nonzero(by_gene, axis=1), out=indptr[1:])
-    cells = (entries % max(n_cells, 1)).astype(np.int32)
-    data = by_gene.reshape(-1)[entries]
-    return sparse.csc_matrix((data, cells, indptr), shape=(n_cells, columns.size))
+def _(values: np.ndarray, columns: np.ndarray) -> sparse.csr_matrix:
+    every_column = columns.size == values.shape[1] and (columns == np.arange(columns.size)).all()
+    selected = values if every_column else values[:, columns]
+    return sparse.csr_matrix(_supported(np.asarray(selected)))  # NaN is an entry: refused later
 
 
 @used_columns.register(sparse.spmatrix)
 @used_columns.register(sparse.sparray)
-def _(values, columns: np.ndarray) -> sparse.csc_matrix:
+def _(values, columns: np.ndarray) -> sparse.csr_matrix:
     every_column = columns.size == values.shape[1] and (columns == np.arange(columns.size)).all()
     if values.dtype.kind == "b" or values.dtype == np.float16:
         values = values.astype(_supported_dtype(values.dtype))
+    matrix = sparse.csr_matrix(values, copy=True)
     if every_column:  # a new matrix all the same, without the cost of indexing every column
-        return _canonical(sparse.csc_matrix(values, copy=True))
+        return _canonical(matrix)
     # Select columns after summing duplicates: indexing a matrix with duplicates keeps them.
-    matrix = sparse.csc_matrix(values, copy=True)
     matrix.sum_duplicates()
     return _canonical(matrix[:, columns])
 
@@ -160,7 +160,7 @@ def _supported(values: np.ndarray) -> np.ndarray:
     return values if dtype == values.dtype else values.astype(dtype)
 
 
-def _canonical(matrix: sparse.csc_matrix) -> sparse.csc_matrix:
+def _canonical(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
     """Sum duplicates, drop explicit zeros and sort, in place: ``matrix`` is a new one."""
     matrix.sum_duplicates()
     matrix.eliminate_zeros()
@@ -179,16 +179,11 @@ _SCALED_DATA_HINT = (
 )
 
 
-def check_values(matrix: sparse.csc_matrix, *, source: str, gene_names, cell_names) -> None:
+def check_values(matrix: sparse.csr_matrix, *, source: str, gene_names, cell_names) -> None:
     """The selected values must be numbers, finite and ``>= 0``.
 
     Names the first offending gene and cell, and says what to use instead.
     """
-    if matrix.dtype.kind not in "iuf":
-        raise TypeError(
-            f"{source} holds {matrix.dtype} values; geneverse needs numbers "
-            "(integer counts or floats)."
-        )
     data = matrix.data
     for problem, bad in (
         ("NaN", np.isnan(data) if matrix.dtype.kind == "f" else None),
@@ -198,8 +193,8 @@ def check_values(matrix: sparse.csc_matrix, *, source: str, gene_names, cell_nam
         if bad is None or not bad.any():
             continue
         entry = int(np.flatnonzero(bad)[0])
-        gene = int(np.searchsorted(matrix.indptr, entry, side="right") - 1)
-        cell = int(matrix.indices[entry])
+        cell = int(np.searchsorted(matrix.indptr, entry, side="right") - 1)
+        gene = int(matrix.indices[entry])
         hint = _SCALED_DATA_HINT if problem == "negative" else _BAD_NUMBER_HINT
         raise ValueError(
             f"{source} contains {problem} values (first: gene {gene_names[gene]!r} in cell "
@@ -207,14 +202,14 @@ def check_values(matrix: sparse.csc_matrix, *, source: str, gene_names, cell_nam
         )
 
 
-def matrix_digest(matrix: sparse.csc_matrix) -> str:
-    """The SHA-256 (hex) of a canonical CSC matrix: its shape, dtype and arrays.
+def matrix_digest(matrix: sparse.csr_matrix) -> str:
+    """The SHA-256 (hex) of a canonical CSR matrix: its shape, dtype and arrays.
 
     Canonical form makes it a digest of the matrix as scipy defines it: equal matrices
     stored with duplicates, unsorted or with explicit zeros get the same digest.
     """
     digest = hashlib.sha256()
-    header = f"csc {matrix.shape[0]} {matrix.shape[1]} {matrix.dtype.str}".encode()
+    header = f"{matrix.format} {matrix.shape[0]} {matrix.shape[1]} {matrix.dtype.str}".encode()
     digest.update(len(header).to_bytes(8, "little") + header)
     for part in (matrix.indptr.astype(np.int64), matrix.indices.astype(np.int64), matrix.data):
         array = np.ascontiguousarray(part)

@@ -1,6 +1,6 @@
 """GeneVector's other co-expression measures, block by block, without densifying X.
 
-A :class:`MeasureScorer` takes the used genes' values (cells × genes, canonical CSC, values
+A :class:`MeasureScorer` takes the used genes' values (cells × genes, canonical, values
 ``>= 0``) and scores blocks of gene pairs like a kernel does, so that every output option
 (``top_k``, ``against``, ``groupby``, the cache) works for every measure. Everything comes
 from sparse Gram products ``X_I.T @ X_J`` of the block's genes and per-gene sums: work
@@ -32,7 +32,8 @@ _BLOCK_ENTRIES = 1 << 22
 class MeasureScorer:
     """Scores blocks of gene pairs with one of the measures (the interface of a kernel)."""
 
-    def __init__(self, matrix: sparse.csc_matrix, method: Method) -> None:
+    def __init__(self, matrix: sparse.csr_matrix, method: Method) -> None:
+        matrix = sparse.csc_matrix(matrix)  # gene by gene
         self.method = method
         self.n_genes = matrix.shape[1]
         n_cells = matrix.shape[0]

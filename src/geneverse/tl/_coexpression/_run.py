@@ -57,7 +57,7 @@ class Computation:
 
 
 def run_in_memory(
-    matrix: sparse.csc_matrix, groups: list[Group], computation: Computation
+    matrix: sparse.csr_matrix, groups: list[Group], computation: Computation
 ) -> list[GroupResult]:
     """Each group's result from the used genes' values of all cells (``matrix``)."""
     results = []
@@ -107,7 +107,7 @@ def _mi_result(
     binned: BinnedGenes,
     group: Group,
     computation: Computation,
-    cells: sparse.csc_matrix | None = None,
+    cells: sparse.csr_matrix | None = None,
 ) -> GroupResult:
     """A group's MI (and p-values) from its binned data; with a permutation null, from
     shuffles of its ``cells``' values."""
@@ -134,12 +134,12 @@ def scores_of_result(
     return GroupResult(bins=bins, n_bins=binned.n_bins, scores=scores)
 
 
-def _rows(matrix: sparse.csc_matrix, cells: np.ndarray) -> sparse.csc_matrix:
+def _rows(matrix: sparse.csr_matrix, cells: np.ndarray) -> sparse.csr_matrix:
     return matrix if cells.size == matrix.shape[0] else matrix[cells]
 
 
 def _permutation_pvalues(
-    cells: sparse.csc_matrix, observed: np.ndarray, computation: Computation
+    cells: sparse.csr_matrix, observed: np.ndarray, computation: Computation
 ) -> np.ndarray:
     """``(1 + b) / (1 + P)``: ``b`` shuffles of each gene's cells with ``|MI| >= |observed|``."""
     rng = np.random.default_rng(computation.seed)
