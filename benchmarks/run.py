@@ -51,6 +51,15 @@ REFERENCE_FUNCTIONS = {
 #: Pairs whose values differ by more than this count as disagreeing (GeneVector rounds to
 #: 5 decimals; geneverse stores float32).
 TOLERANCE = 1e-5
+#: The scores timed side by side: GeneVector's (the default) and the one the docs
+#: recommend for ranking pairs and building networks.
+SCORES = {
+    "default": {},
+    "recommended": {"zeros": "include", "estimator": "miller_madow", "pvals": True},
+}
+#: The workloads whose rows are timed with both scores, and the options of each workload.
+SCORE_WORKLOADS = ("seed", "pbmc68k", "scores4k")
+WORKLOAD_OPTIONS = {"scores4k": {"top_k": 50}, "atlas": {"top_k": 50}}
 #: Matrices larger than this many genes are neither saved nor compared (atlas: 1.6 GB each).
 MAX_COMPARED_GENES = 5_000
 #: Packages whose versions the report lists.
@@ -70,7 +79,9 @@ class Measurement:
     ``impl`` is ``"geneverse"`` (``method`` = backend) or ``"genevector"`` (``method`` =
     a key of :data:`REFERENCE_FUNCTIONS`). ``warmup`` is ``"always"`` (one untimed run
     first) or ``"if_cheap"`` (the first run is a warm-up only when it took under a tenth of
-    ``budget_s``; timed runs stop once they add up to ``budget_s``).
+    ``budget_s``; timed runs stop once they add up to ``budget_s``). ``options`` are
+    further arguments of ``gv.tl.coexpression`` (the score, ``top_k``); ``python`` the
+    interpreter of the subprocess (another build of geneverse), ``None`` for this one.
     """
 
     workload: str
@@ -86,6 +97,8 @@ class Measurement:
     subset_genes: int | None = None
     save_path: str | None = None
     result_path: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    python: str | None = None
 
 
 @dataclass
@@ -177,15 +190,21 @@ def _geneverse_calls(gv: Any, adata: Any, request: Measurement) -> tuple[Callabl
             device=request.device,
             n_jobs=request.n_jobs,
             **options,
+            **request.options,
         )
 
-    def clear() -> None:  # drop the previous result so a run's peak RSS is its own
-        adata.varp.pop("gv_mi", None)
-        adata.layers.pop("gv_bins", None)
+    def clear() -> None:  # drop the previous results so a run's peak RSS is its own
+        for slot in (adata.varp, adata.layers):
+            for key in [key for key in slot if key.startswith("gv_")]:
+                del slot[key]
 
     def save() -> dict[str, Any]:
         if request.save_path:
-            np.save(request.save_path, adata.varp["gv_mi"])
+            np.save(request.save_path, _dense(adata.varp["gv_mi"]))
+            if "gv_pvals" in adata.varp:
+                np.save(
+                    request.save_path.replace(".npy", "-pvals.npy"), _dense(adata.varp["gv_pvals"])
+                )
         n_bins = adata.var["gv_n_bins"].to_numpy()
         info = {
             "backend_ran": str(adata.uns["gv"]["backend"]),
@@ -199,6 +218,10 @@ def _geneverse_calls(gv: Any, adata: Any, request: Measurement) -> tuple[Callabl
         return info
 
     return call, clear, save
+
+
+def _dense(matrix: Any) -> np.ndarray:
+    return matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
 
 
 def _no_cache(gv: Any) -> dict[str, Any]:
@@ -333,7 +356,7 @@ def run_child(
     request = measurement.result_path + ".request.json"
     Path(request).write_text(json.dumps(asdict(measurement)))
     Path(measurement.result_path).unlink(missing_ok=True)
-    argv = [sys.executable, str(Path(__file__).resolve()), "--child", request]
+    argv = [measurement.python or sys.executable, str(Path(__file__).resolve()), "--child", request]
     reply = launcher.run(argv, env, log, timeout)
     if reply["timed_out"]:
         return Result(measurement, status="timeout", reason=f"killed after {timeout:.0f} s")
@@ -421,24 +444,37 @@ def plan_workload(
     backends = args.atlas_backends if name == "atlas" else args.backends
     devices = backend_devices(_with(args, backends=backends))
     compare = n_genes <= MAX_COMPARED_GENES
+    scores = list(SCORES) if name in SCORE_WORKLOADS and args.scores else ["default"]
+    builds: list[tuple[str | None, str | None, list[str]]] = [(None, None, backends)]
+    if args.baseline_python and name != "atlas":
+        builds.append((args.baseline_python, args.baseline_label, args.baseline_backends))
     planned: list[Measurement | Result] = []
-    for backend in backends:
-        device, reason = devices[backend]
-        label = backend if device in (None, "cuda") else f"{backend} (device={device})"
-        measurement = Measurement(
-            workload=name,
-            impl="geneverse",
-            method=backend,
-            label=label,
-            data_path=str(data_path),
-            repeats=args.repeats,
-            device=device,
-            n_jobs=args.n_jobs,
-            save_path=str(run_dir / f"{name}-gv-{backend}.npy") if compare else None,
-            result_path=str(run_dir / f"{name}-gv-{backend}.json"),
-        )
-        planned.append(Result(measurement, "skipped", reason) if reason else measurement)
-    if name == "atlas":
+    for python, build, build_backends in builds:
+        for score in scores:
+            for backend in build_backends:
+                device, reason = devices.get(
+                    backend, backend_devices(_with(args, backends=[backend]))[backend]
+                )
+                label = backend if device in (None, "cuda") else f"{backend} (device={device})"
+                label += "" if score == "default" else f", {score} score"
+                label += "" if build is None else f" — {build}"
+                stem = f"{name}-gv-{backend}-{score}" + ("" if build is None else "-baseline")
+                measurement = Measurement(
+                    workload=name,
+                    impl="geneverse",
+                    method=backend,
+                    label=label,
+                    data_path=str(data_path),
+                    repeats=args.repeats,
+                    device=device,
+                    n_jobs=args.n_jobs,
+                    save_path=str(run_dir / f"{stem}.npy") if compare and build is None else None,
+                    result_path=str(run_dir / f"{stem}.json"),
+                    options={**WORKLOAD_OPTIONS.get(name, {}), **SCORES[score]},
+                    python=python,
+                )
+                planned.append(Result(measurement, "skipped", reason) if reason else measurement)
+    if name in ("atlas", "scores4k"):
         return planned  # GeneVector is O(G² N) with a dense copy: hours and 8 GB at this size
     for method in args.references:
         measurement = _reference_measurement(name, method, data_path, n_genes, args, run_dir)
@@ -480,26 +516,48 @@ def _with(args: argparse.Namespace, **changes: Any) -> argparse.Namespace:
 
 
 def agreement(results: list[Result], X: Any) -> list[str]:
-    """Markdown bullet lines comparing every saved matrix with geneverse's."""
+    """Markdown bullet lines comparing every saved matrix with geneverse's (each score with
+    its own kind), and GeneVector's with geneverse's default score."""
     saved = [r for r in results if r.status == "ok" and r.measurement.save_path]
-    ours = [r for r in saved if r.measurement.impl == "geneverse"]
-    if not ours:
-        return ["- No geneverse result to compare with."]
-    reference = next((r for r in ours if r.measurement.method == "numpy"), ours[0])
-    base = np.load(reference.measurement.save_path).astype(np.float64)
-    lines = []
-    for result in ours:
-        if result is not reference:
-            other = np.load(result.measurement.save_path).astype(np.float64)
-            lines.append(
-                f"- geneverse `{result.measurement.label}` vs `{reference.measurement.label}`: "
-                f"max abs difference {np.abs(other - base).max():.3g}."
-            )
+    lines: list[str] = []
+    base = None
+    for options in SCORES.values():
+        ours = [r for r in saved if r.measurement.impl == "geneverse" and _score_of(r) == options]
+        if not ours:
+            continue
+        reference = next((r for r in ours if r.measurement.method == "numpy"), ours[0])
+        reference_mi = np.load(reference.measurement.save_path).astype(np.float64)
+        base = reference_mi if not options else base
+        for result in ours:
+            if result is not reference:
+                lines.append(_compare_ours(result, reference, reference_mi))
+    if base is None:
+        return lines or ["- No geneverse result to compare with."]
     corr = None
     for result in (r for r in saved if r.measurement.impl == "genevector"):
         corr = _genevector_correlation(X) if corr is None else corr
         lines.append(_compare_reference(result, base, corr))
     return lines
+
+
+def _score_of(result: Result) -> dict[str, Any]:
+    return {k: v for k, v in result.measurement.options.items() if k in SCORES["recommended"]}
+
+
+def _compare_ours(result: Result, reference: Result, reference_mi: np.ndarray) -> str:
+    """One bullet: a geneverse backend against another, MI (and p-values) element by element."""
+    other = np.load(result.measurement.save_path).astype(np.float64)
+    text = (
+        f"- geneverse `{result.measurement.label}` vs `{reference.measurement.label}`: "
+        f"max abs difference {np.abs(other - reference_mi).max():.3g}"
+    )
+    pvals = Path(result.measurement.save_path.replace(".npy", "-pvals.npy"))
+    if pvals.exists():
+        p = np.load(pvals).astype(np.float64)
+        p_ref = np.load(reference.measurement.save_path.replace(".npy", "-pvals.npy"))
+        scale = np.maximum(np.abs(p_ref), np.finfo(np.float32).tiny)  # p-values are float32
+        text += f"; p-values: max relative difference {(np.abs(p - p_ref) / scale).max():.3g}"
+    return text + "."
 
 
 def _genevector_correlation(X: Any) -> np.ndarray:
@@ -693,6 +751,72 @@ def render(
     return "\n".join(lines)
 
 
+def render_scores(results: list[Result]) -> list[str]:
+    """The section that sets the recommended score beside the default: time and memory."""
+    rows = []
+    for default in results:
+        m = default.measurement
+        if m.impl != "geneverse" or _score_of(default) or default.median is None:
+            continue
+        recommended = next(
+            (
+                r
+                for r in results
+                if r.measurement.workload == m.workload
+                and r.measurement.method == m.method
+                and r.measurement.python == m.python
+                and _score_of(r) == SCORES["recommended"]
+                and r.median is not None
+            ),
+            None,
+        )
+        if recommended is None:
+            continue
+        added = [_added_mib(default), _added_mib(recommended)]
+        rows.append(
+            "| "
+            + " | ".join(
+                [
+                    f"`{m.workload}`",
+                    f"`{m.label}`",
+                    _seconds(default.median),
+                    _seconds(recommended.median),
+                    f"{recommended.median / default.median:.2f}×",
+                    _mib(added[0]),
+                    _mib(added[1]),
+                    f"{added[1] / added[0]:.2f}×" if added[0] else "",
+                ]
+            )
+            + " |"
+        )
+    if not rows:
+        return []
+    header = [
+        "workload", "backend", "default median s", "recommended median s", "time ratio",
+        "default added MiB", "recommended added MiB", "memory ratio",
+    ]  # fmt: skip
+    return [
+        "## Scores: the recommended score beside the default",
+        "",
+        "The default is GeneVector's score (plug-in MI, zeros excluded); the recommended "
+        'one, for ranking pairs and building networks, is `zeros="include", '
+        'estimator="miller_madow", pvals=True` (G-test p-values and BH q-values stored '
+        "too). Added memory: peak RSS minus the RSS before the first call, in the same "
+        "subprocess. Same run, same machine, medians.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *rows,
+        "",
+    ]
+
+
+def _added_mib(result: Result) -> float | None:
+    if result.peak_rss_mib is None or result.baseline_rss_mib is None:
+        return None
+    return result.peak_rss_mib - result.baseline_rss_mib
+
+
 def render_workload(name: str, description: str, results: list[Result], checks: list[str]) -> str:
     """The section of one workload: its table and its agreement check."""
     reference = next(
@@ -884,6 +1008,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="import geneverse from src/ even when it is installed",
     )
+    parser.add_argument(
+        "--no-scores",
+        dest="scores",
+        action="store_false",
+        help=f"time only the default score (default: also the recommended one on "
+        f"{', '.join(SCORE_WORKLOADS)})",
+    )
+    parser.add_argument(
+        "--baseline-python",
+        help="an interpreter with another build of geneverse (e.g. the last release) whose "
+        "rows are timed in the same run",
+    )
+    parser.add_argument(
+        "--baseline-label", default="baseline", help="the name of that build in the report"
+    )
+    parser.add_argument(
+        "--baseline-backends", default="rust", help="backends of that build (default: rust)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     return _defaults(args)
@@ -894,6 +1036,7 @@ def _defaults(args: argparse.Namespace) -> argparse.Namespace:
     args.workloads = split(args.workloads or ("seed,atlas" if args.gpu else "seed,pbmc68k,dense"))
     args.backends = split(args.backends or "rust,numba,numpy,gpu")
     args.atlas_backends = split(args.atlas_backends)
+    args.baseline_backends = split(args.baseline_backends)
     args.references = split(args.references)
     if args.gpu and args.device is None:
         args.device = "cuda"
@@ -903,7 +1046,7 @@ def _defaults(args: argparse.Namespace) -> argparse.Namespace:
             str(Path(args.work_dir) / "RESULTS_tiny.md") if args.tiny else str(HERE / name)
         )
     for name in args.workloads:
-        if name not in ("seed", "pbmc68k", "dense", "atlas"):
+        if name not in ("seed", "pbmc68k", "dense", "atlas", "scores4k"):
             raise SystemExit(f"unknown workload {name!r}")
     for backend in {*args.backends, *args.atlas_backends} - set(BACKENDS):
         raise SystemExit(f"unknown backend {backend!r}; use some of {BACKENDS}")
@@ -977,7 +1120,10 @@ def run_benchmark(args: argparse.Namespace, argv: Sequence[str], launcher: Launc
             f"{v:.2f}" for v in os.getloadavg()
         )
         _update_gpu_name(machine, everything)
-        report = render(title, command_line(argv), machine, sections, notes(args, everything))
+        summary = render_scores(everything) if args.scores else []
+        report = render(
+            title, command_line(argv), machine, summary + sections, notes(args, everything)
+        )
         Path(args.output).write_text(report + kept_sections(Path(args.output)))
         (run_dir / "results.json").write_text(json.dumps([asdict(r) for r in everything], indent=1))
     _say(f"wrote {args.output} (raw results and logs: {run_dir})")

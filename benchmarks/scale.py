@@ -1,10 +1,18 @@
-"""Atlas-scale figures: the `atlas` workload with ``top_k``, and a backed 200,000-cell file.
+"""Data read chunk by chunk, and atlas scale: in memory, backed, Dask, side by side.
 
 Run from the repository root::
 
-    python benchmarks/scale.py --output benchmarks/RESULTS.md
+    python benchmarks/scale.py                      # both sections → benchmarks/RESULTS.md
+    python benchmarks/scale.py --sections chunked   # or atlas
 
-Each measurement runs in a fresh subprocess (``python benchmarks/scale.py --child ...``)
+* ``chunked``: the ``chunked10k`` workload (10,000 genes × 20,000 cells, 6 % nonzero) with
+  ``top_k=50``, in memory, as a backed ``.h5ad`` file, and as a Dask array read lazily from
+  that file (``anndata.experimental.read_elem_lazy``) on the threaded scheduler and on a
+  2-worker ``dask.distributed`` ``LocalCluster``; every result compared with in memory.
+* ``atlas``: the ``atlas`` workload (20,000 genes × 100,000 cells, 5 % nonzero) with
+  ``top_k=50``: the default score in memory and backed, and the recommended score.
+
+Each row is one call in a fresh subprocess (``python benchmarks/scale.py --child ...``)
 whose peak RSS is read with ``resource.getrusage``; the section between the markers
 ``<!-- scale:start -->`` and ``<!-- scale:end -->`` of the output file is replaced.
 """
@@ -24,169 +32,229 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work"
 START, END = "<!-- scale:start -->", "<!-- scale:end -->"
-BACKED_SPEC = {"n_genes": 1_000, "n_cells": 200_000, "nonzero": 0.10, "seed": 20_005}
+RECOMMENDED = {"zeros": "include", "estimator": "miller_madow", "pvals": True}
+#: Cells per chunk of the Dask arrays.
+DASK_CHUNK_CELLS = 2_000
 
 
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child_atlas(top_k: int, backend: str) -> dict:
-    """The ``atlas`` workload with ``top_k``: time and memory of the call."""
-    import geneverse as gv
-    from workloads import load_workload
-
-    adata = load_workload("atlas", WORK / "data")
-    baseline = _peak_rss_mib()
-    gv.settings.cache_dir = None
-    started = time.perf_counter()
-    gv.tl.coexpression(adata, top_k=top_k, backend=backend)
-    seconds = time.perf_counter() - started
-    mi = adata.varp["gv_mi"]
-    return {
-        "seconds": seconds,
-        "peak_rss_mib": _peak_rss_mib(),
-        "baseline_rss_mib": baseline,
-        "nnz_x": int(adata.X.nnz),
-        "stored_pairs": int(mi.nnz // 2),
-        "backend": adata.uns["gv"]["backend"],
-    }
+# --------------------------------------------------------------------------------------
+# The child: one call
+# --------------------------------------------------------------------------------------
 
 
-def _backed_path() -> Path:
-    return WORK / "data" / "backed-200k.h5ad"
-
-
-def child_write_backed() -> dict:
-    """Write the 200,000-cell synthetic file (once)."""
-    from workloads import SyntheticSpec, synthetic
-
-    path = _backed_path()
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        synthetic(SyntheticSpec(**BACKED_SPEC)).write_h5ad(path)
-    return {"bytes": path.stat().st_size}
-
-
-def child_backed(backend: str) -> dict:
-    """coexpression on the file opened with ``backed="r"``; then the in-memory reference."""
+def child(workload: str, mode: str, backend: str, options: dict, save: str | None) -> dict:
+    """One ``gv.tl.coexpression`` call on ``workload`` read as ``mode``: time and memory."""
     import anndata as ad
     import numpy as np
 
     import geneverse as gv
-    from geneverse._data import _chunked
+    from workloads import load_workload, workload_path
 
     gv.settings.cache_dir = None
-    adata = ad.read_h5ad(_backed_path(), backed="r")
+    gv.settings.verbosity = 1
+    load_workload(workload, WORK / "data")  # makes the file once; dropped before measuring
+    path = workload_path(workload, WORK / "data")
+    client = None
+    if mode == "memory":
+        adata = ad.read_h5ad(path)
+    elif mode == "backed":
+        adata = ad.read_h5ad(path, backed="r")
+    else:
+        adata, client = _lazy(path, cluster=mode == "dask-cluster")
     baseline = _peak_rss_mib()
     started = time.perf_counter()
-    gv.tl.coexpression(adata, backend=backend)
+    gv.tl.coexpression(adata, backend=backend, **options)
     seconds = time.perf_counter() - started
     peak = _peak_rss_mib()
-    n_vars, nnz = adata.n_vars, adata.layers["gv_bins"].nnz
-    output_mib = (4 * n_vars * n_vars + 5 * nnz + 4 * (adata.n_obs + 1)) / 2**20
-    chunk_mib = _chunked.SLICE_CELLS / adata.n_obs * nnz * 12 / 2**20
-    backed_mi = adata.varp["gv_mi"]
-    adata.file.close()
-    memory = ad.read_h5ad(_backed_path())
-    gv.tl.coexpression(memory, backend=backend)
+    mi = adata.varp["gv_mi"]
+    if save:
+        np.savez(save, data=mi.data, indices=mi.indices, indptr=mi.indptr)
+    if client is not None:
+        client.close()
     return {
         "seconds": seconds,
         "peak_rss_mib": peak,
         "baseline_rss_mib": baseline,
-        "output_mib": output_mib,
-        "chunk_mib": chunk_mib,
-        "nnz": int(nnz),
-        "equal_to_in_memory": bool(np.array_equal(backed_mi, memory.varp["gv_mi"])),
+        "nnz_x": int(adata.layers["gv_bins"].nnz),
+        "stored_pairs": int(mi.nnz // 2),
+        "backend": str(adata.uns["gv"]["backend"]),
     }
 
 
-def _run_child(*args: str, timeout: float = 1800) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(HERE)}
+def _lazy(path: Path, *, cluster: bool):
+    """The workload with X as a Dask array read from the file chunk by chunk (and a client
+    of a 2-worker cluster on this machine, with ``cluster``)."""
+    import anndata as ad
+    import h5py
+    from anndata.experimental import read_elem_lazy
+
+    client = None
+    if cluster:
+        from distributed import Client, LocalCluster
+
+        local = LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        client = Client(local)
+    file = h5py.File(path, "r")
+    backed = ad.read_h5ad(path, backed="r")
+    X = read_elem_lazy(file["X"], chunks=(DASK_CHUNK_CELLS, backed.n_vars))
+    adata = ad.AnnData(X=X, obs=backed.obs.copy(), var=backed.var.copy())
+    backed.file.close()
+    return adata, client
+
+
+# --------------------------------------------------------------------------------------
+# The parent: rows, comparison, report
+# --------------------------------------------------------------------------------------
+
+
+def _run_child(workload, mode, backend, options, save=None, timeout: float = 3600) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(HERE), "TQDM_DISABLE": "1"}
+    spec = json.dumps([workload, mode, backend, options, save])
     result = subprocess.run(
-        [sys.executable, __file__, "--child", *args],
+        [sys.executable, __file__, "--child", spec],
         capture_output=True, text=True, env=env, timeout=timeout, check=False,
     )  # fmt: skip
     if result.returncode != 0:
-        raise RuntimeError(f"{args} failed:\n{result.stderr[-3000:]}")
+        return {"failed": result.stderr.strip().splitlines()[-1] if result.stderr else "?"}
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def report(atlas: dict, backed: dict, top_k: int, backend: str) -> str:
-    """The markdown section."""
+def _same(a: Path, b: Path) -> bool:
+    import numpy as np
+
+    x, y = np.load(a), np.load(b)
+    return all(np.array_equal(x[k], y[k]) for k in ("data", "indices", "indptr"))
+
+
+MODES = {
+    "memory": "in memory",
+    "backed": "backed `.h5ad`",
+    "dask-threads": "Dask array (threaded scheduler)",
+    "dask-cluster": "Dask array on a 2-worker `LocalCluster`",
+}
+
+
+def chunked_section(backend: str, top_k: int) -> list[str]:
+    rows, times = [], {}
+    reference = WORK / "scale-chunked-memory.npz"
+    for mode in MODES:
+        save = WORK / f"scale-chunked-{mode}.npz"
+        print(f"[chunked] {mode} …", flush=True)
+        result = _run_child("chunked10k", mode, backend, {"top_k": top_k}, str(save))
+        print(f"[chunked] {mode}: {result}", flush=True)
+        if "failed" in result:
+            rows.append(f"| {MODES[mode]} | failed: {result['failed']} | | | | |")
+            continue
+        times[mode] = result["seconds"]
+        equal = "(reference)" if mode == "memory" else str(_same(save, reference))
+        ratio = times[mode] / times["memory"] if "memory" in times else float("nan")
+        rows.append(
+            f"| {MODES[mode]} | {result['seconds']:.1f} | {ratio:.2f}× | "
+            f"{result['peak_rss_mib']:,.0f} | {result['baseline_rss_mib']:,.0f} | {equal} |"
+        )
+    return [
+        "### Chunked data: 10,000 genes × 20,000 cells, `top_k=50`",
+        "",
+        f"`chunked10k` (6 % nonzero), backend `{backend}`. The Dask arrays are read lazily "
+        f"from the same `.h5ad` file in chunks of {DASK_CHUNK_CELLS:,} cells "
+        "(`anndata.experimental.read_elem_lazy`); the cluster has 2 worker processes of one "
+        "thread on this machine. *equal* compares the stored top-k matrix with the "
+        "in-memory one, element by element.",
+        "",
+        "| data | seconds | vs in memory | peak RSS MiB | RSS before the call MiB | equal |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
+def atlas_section(backend: str, top_k: int) -> list[str]:
+    rows, first = [], None
+    runs = [
+        ("memory", {}, "default score, in memory"),
+        ("backed", {}, "default score, backed `.h5ad`"),
+        ("memory", RECOMMENDED, "recommended score, in memory"),
+    ]
+    for mode, score, what in runs:
+        print(f"[atlas] {what} …", flush=True)
+        result = _run_child("atlas", mode, backend, {"top_k": top_k, **score})
+        print(f"[atlas] {what}: {result}", flush=True)
+        if "failed" in result:
+            rows.append(f"| {what} | failed: {result['failed']} | | | | |")
+            continue
+        first = first or result["seconds"]
+        rows.append(
+            f"| {what} | {result['seconds']:.1f} | {result['seconds'] / first:.2f}× | "
+            f"{result['peak_rss_mib']:,.0f} | {result['baseline_rss_mib']:,.0f} | "
+            f"{result['stored_pairs']:,} |"
+        )
+    return [
+        f"### `atlas`: 20,000 genes × 100,000 cells, `top_k={top_k}`",
+        "",
+        f"Backend `{backend}`; the recommended score is `zeros=\"include\", "
+        "estimator=\"miller_madow\", pvals=True`. Peak RSS covers the whole process, the "
+        "loaded input included.",
+        "",
+        "| run | seconds | vs the first | peak RSS MiB | RSS before the call MiB | pairs kept |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
+def report(sections: list[str], command: str) -> str:
     cpu = platform.processor() or platform.machine()
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    atlas_row = (
-        f"| `atlas` (20,000 × 100,000, {atlas['nnz_x']:,} nonzero), `top_k={top_k}`, "
-        f"`{atlas['backend']}` | {atlas['seconds']:.1f} | {atlas['peak_rss_mib']:,.0f} | "
-        f"{atlas['baseline_rss_mib']:,.0f} | {atlas['stored_pairs']:,} pairs kept |"
-    )
-    backed_row = (
-        f"| backed `.h5ad`, 200,000 cells × 1,000 genes ({backed['nnz']:,} nonzero), "
-        f"`{backend}` | {backed['seconds']:.1f} | {backed['peak_rss_mib']:,.0f} | "
-        f"{backed['baseline_rss_mib']:,.0f} | chunk ≈ {backed['chunk_mib']:.0f} MiB, output ≈ "
-        f"{backed['output_mib']:.0f} MiB (MI + bins layer); equal to in-memory: "
-        f"{backed['equal_to_in_memory']} |"
-    )
-    added = backed["peak_rss_mib"] - backed["baseline_rss_mib"]
-    bound = backed["chunk_mib"] + backed["output_mib"] + 1024
-    return f"""{START}
-## Atlas scale (DESIGN.md §5)
-
-Command: `python benchmarks/scale.py --output benchmarks/RESULTS.md` ({date},
-{os.cpu_count()} cores, {cpu}). Each row is one call in a fresh subprocess; peak RSS covers
-the whole process.
-
-| run | seconds | peak RSS MiB | RSS before the call MiB | notes |
-|---|---|---|---|---|
-{atlas_row}
-{backed_row}
-
-The backed run adds {added:,.0f} MiB to the process (peak RSS − RSS before the call), against
-a bound of chunk + output + 1 GiB = {bound:,.0f} MiB.
-{END}
-"""
+    cores = len(os.sched_getaffinity(0))
+    head = [
+        START,
+        "## Chunked data and atlas scale",
+        "",
+        f"Command: `{command}` ({date}, {cores} cores, {cpu}). Each row is one call in a "
+        "fresh subprocess.",
+        "",
+    ]
+    return "\n".join([*head, *sections, END])
 
 
-def _replace_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else ""
+def write_section(output: Path, section: str) -> None:
+    text = output.read_text() if output.exists() else ""
     if START in text and END in text:
-        text = text[: text.index(START)] + section.strip() + text[text.index(END) + len(END) :]
+        before, rest = text.split(START, 1)
+        after = rest.split(END, 1)[1]
+        text = before + section + after
     else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text.rstrip() + "\n")
+        text = text.rstrip() + "\n\n" + section + "\n"
+    output.write_text(text)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
-    parser.add_argument("--top-k", type=int, default=50)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
     parser.add_argument("--backend", default="rust")
-    parser.add_argument(
-        "--reuse-atlas", action="store_true", help="reuse the last atlas figures, rerun the rest"
-    )
-    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--top-k", type=int, default=50)
+    parser.add_argument("--sections", default="chunked,atlas")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        kind, *rest = args.child
-        result = {
-            "atlas": lambda: child_atlas(int(rest[0]), rest[1]),
-            "write-backed": child_write_backed,
-            "backed": lambda: child_backed(rest[0]),
-        }[kind]()
-        print(json.dumps(result))
+        print(json.dumps(child(*json.loads(args.child))))
         return
-    saved = WORK / "scale-atlas.json"
-    if args.reuse_atlas and saved.exists():
-        atlas = json.loads(saved.read_text())
-    else:
-        atlas = _run_child("atlas", str(args.top_k), args.backend)
-        saved.write_text(json.dumps(atlas))
-    print("atlas:", atlas, flush=True)
-    _run_child("write-backed")
-    backed = _run_child("backed", args.backend)
-    print("backed:", backed, flush=True)
-    _replace_section(args.output, report(atlas, backed, args.top_k, args.backend))
+    WORK.mkdir(parents=True, exist_ok=True)
+    sections = []
+    for name in args.sections.split(","):
+        build = {"chunked": chunked_section, "atlas": atlas_section}[name]
+        sections += build(args.backend, args.top_k)
+    command = "python benchmarks/scale.py" + " ".join(
+        f" {a}" for a in sys.argv[1:] if not a.startswith("--output")
+    )
+    write_section(Path(args.output), report(sections, command))
+    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

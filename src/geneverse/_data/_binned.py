@@ -102,9 +102,7 @@ class BinnedGenes:
         genes = _contiguous(genes, np.int32)
         values = _contiguous(values, np.float64)
         bin_counts = _contiguous(bin_counts, np.int64)
-        # bincount adds each gene's entries in the order given: increasing cell order.
-        value_sums = np.bincount(genes, weights=values, minlength=n_genes)
-        squares = np.bincount(genes, weights=values * values, minlength=n_genes)
+        value_sums, squares = _sums_and_squares(genes, values, n_genes)
         xlogx, log2 = _tables(n_cells)
         nonzero_bins = bin_counts[:, 1:]
         expressed = nonzero_bins.sum(axis=1)
@@ -141,6 +139,21 @@ class BinnedGenes:
     def max_bins(self) -> int:
         """Largest number of bins of any gene, counting the zero bin."""
         return int(self.bin_counts.shape[1])
+
+
+#: Entries summed at a time by ``_sums_and_squares``.
+_PIECE = 1 << 22
+
+
+def _sums_and_squares(genes: np.ndarray, values: np.ndarray, n_genes: int):
+    """Each gene's sum of values and of squared values: in increasing cell order within
+    each slice of entries, slice after slice (a fixed order, whatever the backend)."""
+    sums, squares = np.zeros(n_genes), np.zeros(n_genes)
+    for start in range(0, values.shape[0], _PIECE):
+        own, x = genes[start : start + _PIECE], values[start : start + _PIECE]
+        sums += np.bincount(own, weights=x, minlength=n_genes)
+        squares += np.bincount(own, weights=x * x, minlength=n_genes)
+    return sums, squares
 
 
 def _contiguous(array, dtype) -> np.ndarray:

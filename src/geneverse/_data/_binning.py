@@ -148,11 +148,13 @@ class GeneBins:
         """The sign values (``float64``) of entries with these ``values`` of these ``genes``
         (in slices, so that no temporary is as large as the entries)."""
         out = np.empty(values.shape[0], dtype=np.float64)
+        shifted = bool(self.sign_shift.any())
         for piece in _pieces(values.shape[0]):
-            own = genes[piece]
-            out[piece] = (values[piece].astype(np.float64) - self.sign_shift[own]) * (
-                self.sign_scale[own]
-            )
+            own, x = genes[piece], out[piece]
+            x[:] = values[piece]
+            if shifted:
+                x -= np.take(self.sign_shift, own)
+            x *= np.take(self.sign_scale, own)
         return out
 
     def binned(self, entries: CellEntries) -> BinnedGenes:
@@ -274,11 +276,15 @@ def bins_of(values: np.ndarray, genes: np.ndarray, edges: np.ndarray) -> np.ndar
             bins[own] += np.searchsorted(edges[gene], values[own].astype(np.float64), "right")
         return bins
     by_edge = np.ascontiguousarray(edges[:, :n_edges].T)  # one row per edge: cache-friendly
+    edge = np.empty(min(_PIECE, values.shape[0]))
+    below = np.empty(edge.shape, dtype=bool)
     for piece in _pieces(values.shape[0]):
-        x, own = values[piece].astype(np.float64), genes[piece]
-        counted = bins[piece]
+        x, own, counted = values[piece].astype(np.float64), genes[piece], bins[piece]
+        size = x.shape[0]
         for row in by_edge:  # edges <= x: the padding (+inf) never counts
-            counted += row[own] <= x
+            np.take(row, own, out=edge[:size])
+            np.less_equal(edge[:size], x, out=below[:size])
+            counted += below[:size]
     return bins
 
 

@@ -138,12 +138,19 @@ def _(values, columns: np.ndarray) -> sparse.csr_matrix:
     every_column = columns.size == values.shape[1] and (columns == np.arange(columns.size)).all()
     if values.dtype.kind == "b" or values.dtype == np.float16:
         values = values.astype(_supported_dtype(values.dtype))
+    if every_column and _is_canonical_csr(values):  # read as it is: never written to
+        return sparse.csr_matrix(values, copy=False)
     matrix = sparse.csr_matrix(values, copy=True)
     if every_column:  # a new matrix all the same, without the cost of indexing every column
         return _canonical(matrix)
     # Select columns after summing duplicates: indexing a matrix with duplicates keeps them.
     matrix.sum_duplicates()
     return _canonical(matrix[:, columns])
+
+
+def _is_canonical_csr(values) -> bool:
+    """A CSR matrix (or array) with sorted indices, no duplicates and no explicit zeros."""
+    return values.format == "csr" and values.has_canonical_format and bool(np.all(values.data != 0))
 
 
 def _supported_dtype(dtype: np.dtype) -> np.dtype:
