@@ -197,8 +197,8 @@ def atlas_section(backend: str, top_k: int) -> list[str]:
     return [
         f"### `atlas`: 20,000 genes × 100,000 cells, `top_k={top_k}`",
         "",
-        f"Backend `{backend}`; the recommended score is `zeros=\"include\", "
-        "estimator=\"miller_madow\", pvals=True`. Peak RSS covers the whole process, the "
+        f'Backend `{backend}`; the recommended score is `zeros="include", '
+        'estimator="miller_madow", pvals=True`. Peak RSS covers the whole process, the '
         "loaded input included.",
         "",
         "| run | seconds | vs the first | peak RSS MiB | RSS before the call MiB | pairs kept |",
