@@ -47,11 +47,19 @@ def get_literal_vals(choices: Any) -> tuple[Any, ...]:
     return tuple(value for part in get_args(choices) for value in get_literal_vals(part))
 
 
-def check_choice(name: str, value: Any, choices: Any) -> None:
+def check_choice(name: str, value: Any, choices: Any) -> Any:
     """``value`` must be one of the values of the ``Literal`` type ``choices``."""
     allowed = get_literal_vals(choices)
     if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{name}={value!r} is not known; use one of {list(allowed)}.")
+    return value
+
+
+def package_version() -> str:
+    """geneverse's version (imported when asked: this module is imported by the package)."""
+    from . import __version__
+
+    return __version__
 
 
 # --------------------------------------------------------------------------------------------

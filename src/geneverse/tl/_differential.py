@@ -18,7 +18,6 @@ from typing import Any, cast
 
 import numpy as np
 import pandas as pd
-import psutil
 from anndata import AnnData
 from scipy import sparse
 
@@ -31,27 +30,22 @@ from .._data._matrix import check_values, select_matrix
 from .._settings import resolve_n_jobs, settings
 from .._utils import (
     AUTO,
-    GPU,
     INCLUDE,
     MI,
     MILLER_MADOW,
     Backend,
     Estimator,
     Zeros,
-    check_choice,
-    check_flag,
-    check_key,
-    check_n_jobs,
-    check_random_state,
-    check_whole_number,
     doc_backend,
     doc_genes,
     doc_matrix,
     doc_params,
+    package_version,
 )
 from ..kernels import Kernel, PairScores, resolve_backend
-from ._coexpression._estimate import estimate_run, output_bytes
-from ._coexpression._plan import GenePlan, key_suffixes, plan_genes
+from ._coexpression._estimate import check_output_fits, estimate_run
+from ._coexpression._options import backend_asked, checked_arguments
+from ._coexpression._plan import GenePlan, key_suffixes, plan_genes, stored_genes
 from ._coexpression._run import Computation
 from ._coexpression._scoring import kernel_scoring, qvalues, scored_row_blocks
 from ._coexpression._statistics import permutation_pvalues
@@ -185,7 +179,8 @@ def differential_coexpression(
     plan = plan_genes(adata, genes, against)
     matrix, columns = _values(adata, plan, options)
     computation = _computation(plan, options)
-    _check_output_fits(adata.n_vars, plan, options)
+    n_outputs = 5 if options.n_permutations else 3  # dmi, the two MIs (p, q)
+    check_output_fits(adata.n_vars, plan, options.top_k, n_outputs)
     result = _run(matrix, groups, computation, options)
     target = adata.copy() if options.copy else adata
     params = _params(adata, groupby, group, reference, genes, against, plan, options)
@@ -218,39 +213,11 @@ class _Options:
     copy: bool
 
     @classmethod
-    def checked(cls, **a: Any) -> _Options:
-        a["n_permutations"] = check_whole_number(
-            "n_permutations", a["n_permutations"], minimum=0, what="permutations"
-        )
-        if a["layer"] is not None and not isinstance(a["layer"], str):
-            raise TypeError(f"layer must be the name of a layer (a string), not {a['layer']!r}.")
-        if a["use_raw"] is not None:
-            a["use_raw"] = check_flag("use_raw", a["use_raw"])
-        if a["top_k"] is not None:
-            a["top_k"] = check_whole_number("top_k", a["top_k"], minimum=1, what="pairs per gene")
-        a["n_bins"] = check_whole_number(
-            "n_bins", a["n_bins"], minimum=1, maximum=255, what="bins (10 is GeneVector's)"
-        )
-        for name in ("signed", "copy"):
-            a[name] = check_flag(name, a[name])
-        for name, choices in (("estimator", Estimator), ("zeros", Zeros), ("backend", Backend)):
-            check_choice(name, a[name], choices)
-        if a["device"] is not None and not isinstance(a["device"], str):
-            raise TypeError(
-                f"device must be a torch device name such as 'cuda', not {a['device']!r}."
-            )
-        a["n_jobs"] = check_n_jobs(a["n_jobs"])
-        a["random_state"] = check_random_state(a["random_state"])
+    def checked(cls, **arguments: Any) -> _Options:
+        a = checked_arguments(arguments)
         if a["random_state"] is None:
             a["random_state"] = int(np.random.SeedSequence().generate_state(1)[0])
-        a["key_added"] = check_key("key_added", a["key_added"])
         return cls(**a)
-
-    def backend_name(self) -> str:
-        """The backend asked for: ``device=`` alone asks for the torch backend."""
-        if self.backend == AUTO and self.device is not None:
-            return GPU
-        return self.backend
 
 
 @dataclass(frozen=True)
@@ -312,7 +279,7 @@ def _categories(labels: pd.Series) -> list[str]:
 
 
 def _values(adata: AnnData, plan: GenePlan, options: _Options):
-    """The used genes' values of all cells (canonical CSC, validated), and their columns."""
+    """The used genes' values of all cells (canonical CSR, validated), and their columns."""
     selection = select_matrix(
         adata, layer=options.layer, use_raw=options.use_raw, columns=plan.order
     )
@@ -333,7 +300,7 @@ def _values(adata: AnnData, plan: GenePlan, options: _Options):
 
 
 def _computation(plan: GenePlan, options: _Options) -> Computation:
-    name = options.backend_name()
+    name = backend_asked(options.backend, options.device)
     kernel_class = resolve_backend(
         cast(Backend, settings.backend if name == AUTO else name), options.device
     )
@@ -351,21 +318,6 @@ def _computation(plan: GenePlan, options: _Options) -> Computation:
         n_jobs=resolve_n_jobs(options.n_jobs),
         device=options.device,
     )
-
-
-def _check_output_fits(n_vars: int, plan: GenePlan, options: _Options) -> None:
-    if options.top_k is not None or plan.in_against is not None:
-        return
-    n_outputs = 5 if options.n_permutations else 3  # dmi, two MIs (p, q)
-    needed = output_bytes(n_vars, plan.n_genes, n_outputs)
-    available = psutil.virtual_memory().available
-    if needed > available:
-        raise MemoryError(
-            f"The dense results of {plan.n_genes} genes need about {needed / 1024**3:.2g} "
-            f"GB, but only {available / 1024**3:.2g} GB of memory is available. Pass "
-            "top_k=50 to keep each gene's 50 most changed pairs, or select fewer genes "
-            "with genes=..."
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -394,12 +346,12 @@ class _Result:
     qvalues: np.ndarray | sparse.csr_matrix | None
 
 
-def _kernel(matrix: sparse.csc_matrix, cells: np.ndarray, computation: Computation) -> Kernel:
+def _kernel(matrix: sparse.csr_matrix, cells: np.ndarray, computation: Computation) -> Kernel:
     """The MI kernel of the cells ``cells`` (sorted): their own bins, as coexpression makes."""
     return computation.kernel(_binned(matrix, cells, computation.n_bins))
 
 
-def _binned(matrix: sparse.csc_matrix, cells: np.ndarray, n_bins: int) -> BinnedGenes:
+def _binned(matrix: sparse.csr_matrix, cells: np.ndarray, n_bins: int) -> BinnedGenes:
     rows = matrix if cells.size == matrix.shape[0] else matrix[cells]
     return bin_genes(rows, n_bins)
 
@@ -553,7 +505,7 @@ def _store(adata, key, columns, groups: Groups, result: _Result, params, computa
         "group_keys": np.asarray(groups.suffixes, dtype=str),
         "n_cells": np.asarray([cells.size for cells in groups.cells], dtype=np.int64),
         "backend": computation.kernel_class.name,
-        "version": _version(),
+        "version": package_version(),
         "stored": {slot: np.asarray(keys, dtype=str) for slot, keys in written.items()},
     }
     return written
@@ -568,10 +520,10 @@ def _params(adata, groupby, group, reference, genes, against, plan: GenePlan, op
         "n_permutations": options.n_permutations,
         "layer": options.layer,
         "use_raw": options.use_raw,
-        "genes": _genes_param(adata, genes, plan.order[: plan.n_rows]),
+        "genes": stored_genes(adata, genes, plan.order[: plan.n_rows]),
         "against": None
         if plan.in_against is None
-        else _genes_param(adata, against, plan.order[plan.in_against]),
+        else stored_genes(adata, against, plan.order[plan.in_against]),
         "top_k": options.top_k,
         "n_bins": options.n_bins,
         "signed": options.signed,
@@ -584,15 +536,3 @@ def _params(adata, groupby, group, reference, genes, against, plan: GenePlan, op
         "key_added": options.key_added,
         "copy": options.copy,
     }
-
-
-def _genes_param(adata: AnnData, given: GeneSelection, positions: np.ndarray) -> Any:
-    if given is None or isinstance(given, str):
-        return given
-    return np.asarray(adata.var_names[np.sort(positions)], dtype=str)
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__

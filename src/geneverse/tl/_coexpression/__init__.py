@@ -41,11 +41,12 @@ from ..._utils import (
     doc_matrix,
     doc_params,
     doc_score,
+    package_version,
 )
 from ...kernels import resolve_backend
 from ._estimate import check_output_fits
 from ._options import Options, check_combinations
-from ._plan import GenePlan, Group, plan_genes, resolve_groups
+from ._plan import GenePlan, Group, plan_genes, resolve_groups, stored_genes
 from ._results import GroupResult, cached, combined_digest
 from ._run import Computation, group_labels, run_chunked, run_in_memory
 from ._scoring import kernel_scoring
@@ -204,7 +205,8 @@ def coexpression(
             settings.backend if options.backend_name() == AUTO else options.backend_name(),
             options.device,
         )
-    check_output_fits(adata.n_vars, plan, options, n_groups=len(groups))
+    n_outputs = len(groups) * (3 if options.tests else 1)
+    check_output_fits(adata.n_vars, plan, options.top_k, n_outputs)
     computation = Computation(
         method=options.method,
         plan=plan,
@@ -228,7 +230,7 @@ def coexpression(
     uns = {
         "params": params,
         "backend": kernel_class.name if kernel_class is not None else options.method,
-        "version": _version(),
+        "version": package_version(),
     }
     written = store(target, options.key_added, selection.columns, groups, results, uns)
     logg.info("    finished", since=started)
@@ -323,10 +325,10 @@ def _stored_params(adata, options: Options, plan: GenePlan, selection, computati
     return {
         "layer": options.layer,
         "use_raw": selection.use_raw,
-        "genes": _genes_param(adata, options.genes, plan.order[: plan.n_rows]),
+        "genes": stored_genes(adata, options.genes, plan.order[: plan.n_rows]),
         "against": None
         if plan.in_against is None
-        else _genes_param(adata, options.against, plan.order[plan.in_against]),
+        else stored_genes(adata, options.against, plan.order[plan.in_against]),
         "groupby": options.groupby,
         "top_k": options.top_k,
         "n_bins": options.n_bins,
@@ -344,16 +346,3 @@ def _stored_params(adata, options: Options, plan: GenePlan, selection, computati
         "key_added": options.key_added,
         "copy": options.copy,
     }
-
-
-def _genes_param(adata: AnnData, given: GeneSelection, positions: np.ndarray) -> Any:
-    """A gene selection as it can be stored in an .h5ad file: its column, or the names."""
-    if given is None or isinstance(given, str):
-        return given
-    return np.asarray(adata.var_names[np.sort(positions)], dtype=str)
-
-
-def _version() -> str:
-    from ... import __version__
-
-    return __version__

@@ -30,6 +30,7 @@ from filelock import FileLock, Timeout
 from scipy import sparse
 
 from ... import _logging as logg
+from ..._utils import package_version
 
 #: Version of the file layout; a file of another layout is a mismatch.
 _LAYOUT = 2
@@ -65,19 +66,13 @@ def cache_key(data_digest: str, parts: Mapping[str, Any], *, version: str | None
         The package version; default ``geneverse.__version__``.
     """
     if version is None:
-        version = _package_version()
+        version = package_version()
     digest = hashlib.sha256()
     _update(digest, "layout", _LAYOUT)
     _update(digest, "version", str(version))
     _update(digest, "data", str(data_digest))
     _update(digest, "parts", _canonical(parts))
     return digest.hexdigest()
-
-
-def _package_version() -> str:
-    from ... import __version__
-
-    return __version__
 
 
 def _update(digest: Any, label: str, value: Any) -> None:

@@ -6,7 +6,6 @@ import numpy as np
 import psutil
 
 from ...kernels import BinnedGenes, Kernel
-from ._options import Options
 from ._plan import GenePlan
 from ._store import dense_in_var_space
 
@@ -25,17 +24,17 @@ def output_bytes(n_vars: int, n_used: int, n_outputs: int) -> int:
     return n_outputs * (used + stored) if n_used != n_vars else (n_outputs + 1) * used
 
 
-def check_output_fits(n_vars: int, plan: GenePlan, options: Options, n_groups: int) -> None:
-    """Refuse, before allocating, dense outputs larger than the memory available.
+def check_output_fits(n_vars: int, plan: GenePlan, top_k: int | None, n_outputs: int) -> None:
+    """Refuse, before allocating, ``n_outputs`` dense genes × genes results (unless
+    ``top_k`` or the plan's ``against`` makes them sparse) larger than the memory available.
 
     Raises
     ------
     MemoryError
         With the estimate, and ``top_k`` as the way out.
     """
-    if options.top_k is not None or plan.in_against is not None:
+    if top_k is not None or plan.in_against is not None:
         return
-    n_outputs = n_groups * (3 if options.tests else 1)
     needed = output_bytes(n_vars, plan.n_genes, n_outputs)
     available = psutil.virtual_memory().available
     if needed > available:

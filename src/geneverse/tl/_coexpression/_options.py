@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from functools import partial
 from typing import Any
 
 from ..._data._genes import GeneSelection
@@ -61,38 +62,7 @@ class Options:
     @classmethod
     def checked(cls, **arguments: Any) -> Options:
         """Check every argument on its own (their combinations: :func:`check_combinations`)."""
-        a = arguments
-        for name in ("signed", "pvals", "cache", "copy"):
-            a[name] = check_flag(name, a[name])
-        if a["use_raw"] is not None:
-            a["use_raw"] = check_flag("use_raw", a["use_raw"])
-        if a["layer"] is not None and not isinstance(a["layer"], str):
-            raise TypeError(f"layer must be the name of a layer (a string), not {a['layer']!r}.")
-        for name, choices in (
-            ("method", Method),
-            ("estimator", Estimator),
-            ("zeros", Zeros),
-            ("backend", Backend),
-        ):
-            check_choice(name, a[name], choices)
-        a["n_bins"] = check_whole_number(
-            "n_bins", a["n_bins"], minimum=1, maximum=MAX_BINS, what="bins (10 is GeneVector's)"
-        )
-        if a["top_k"] is not None:
-            a["top_k"] = check_whole_number(
-                "top_k", a["top_k"], minimum=1, what="partners per gene"
-            )
-        a["n_permutations"] = check_whole_number(
-            "n_permutations", a["n_permutations"], minimum=0, what="permutations"
-        )
-        a["random_state"] = check_random_state(a["random_state"])
-        a["n_jobs"] = check_n_jobs(a["n_jobs"])
-        a["key_added"] = check_key("key_added", a["key_added"])
-        if a["device"] is not None and not isinstance(a["device"], str):
-            raise TypeError(
-                f"device must be a torch device name such as 'cuda', not {a['device']!r}."
-            )
-        return cls(**a)
+        return cls(**checked_arguments(arguments))
 
     @property
     def tests(self) -> bool:
@@ -105,10 +75,8 @@ class Options:
         return resolve_n_jobs(self.n_jobs)
 
     def backend_name(self) -> str:
-        """The backend asked for: ``device=`` alone asks for the torch backend."""
-        if self.backend == AUTO and self.device is not None:
-            return GPU
-        return self.backend
+        """The backend asked for (see :func:`backend_asked`)."""
+        return backend_asked(self.backend, self.device)
 
     def changed(self, defaults: dict[str, Any]) -> dict[str, Any]:
         """The options set away from their ``defaults``."""
@@ -117,6 +85,58 @@ class Options:
             for field in fields(self)
             if not _is_default(getattr(self, field.name), defaults[field.name])
         }
+
+
+def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else check(value)
+
+
+def _name_of(what: str) -> Callable[[str, Any], Any]:
+    def check(name: str, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be {what} (a string), not {value!r}.")
+        return value
+
+    return check
+
+
+#: How each argument of the tools is checked on its own, by name: one check per argument,
+#: whichever tool takes it.
+CHECKS: dict[str, Callable[[Any], Any]] = {
+    "layer": _optional(partial(_name_of("the name of a layer"), "layer")),
+    "use_raw": _optional(partial(check_flag, "use_raw")),
+    "top_k": _optional(partial(check_whole_number, "top_k", minimum=1, what="partners per gene")),
+    "n_bins": partial(
+        check_whole_number, "n_bins", minimum=1, maximum=MAX_BINS, what="bins (10 is GeneVector's)"
+    ),
+    "signed": partial(check_flag, "signed"),
+    "method": partial(check_choice, "method", choices=Method),
+    "estimator": partial(check_choice, "estimator", choices=Estimator),
+    "zeros": partial(check_choice, "zeros", choices=Zeros),
+    "pvals": partial(check_flag, "pvals"),
+    "n_permutations": partial(check_whole_number, "n_permutations", minimum=0, what="permutations"),
+    "random_state": check_random_state,
+    "cache": partial(check_flag, "cache"),
+    "backend": partial(check_choice, "backend", choices=Backend),
+    "device": _optional(partial(_name_of("a torch device name such as 'cuda'"), "device")),
+    "n_jobs": check_n_jobs,
+    "key_added": partial(check_key, "key_added"),
+    "copy": partial(check_flag, "copy"),
+}
+
+
+def checked_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The arguments, each checked by :data:`CHECKS` (unknown names pass as they are)."""
+    return {
+        name: CHECKS[name](value) if name in CHECKS else value for name, value in arguments.items()
+    }
+
+
+def backend_asked(backend: Backend, device: str | None) -> Backend:
+    """The backend a call asks for: ``device=`` with ``backend="auto"`` asks for torch."""
+    if backend == AUTO and device is not None:
+        return GPU
+    return backend
 
 
 def _is_default(value: Any, default: Any) -> bool:

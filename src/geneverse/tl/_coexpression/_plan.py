@@ -4,6 +4,7 @@ of cells of ``groupby``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,6 +60,13 @@ def plan_genes(adata: AnnData, genes: GeneSelection, against: GeneSelection) -> 
     columns = gene_mask(adata, against, what="against")
     order = np.concatenate([np.flatnonzero(rows), np.flatnonzero(columns & ~rows)])
     return GenePlan(order=order, n_rows=int(rows.sum()), in_against=columns[order])
+
+
+def stored_genes(adata: AnnData, given: GeneSelection, positions: np.ndarray) -> Any:
+    """A gene selection as an ``.h5ad`` file can hold it: its ``var`` column, or the names."""
+    if given is None or isinstance(given, str):
+        return given
+    return np.asarray(adata.var_names[np.sort(positions)], dtype=str)
 
 
 @dataclass(frozen=True)
