@@ -11,6 +11,7 @@ from .._utils import MAX_BINS, MI, Estimator, Method, Zeros, get_literal_vals
 from ._common import (
     Failure,
     UsageError,
+    add_input_output,
     add_run_options,
     check_input,
     check_outputs,
@@ -60,11 +61,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "The options are those of geneverse.tl.coexpression. IN is never changed (unless "
         "OUT is IN and --force is given); OUT is written completely or not at all.",
     )
-    command.add_argument("input", metavar="IN", type=Path, help="the .h5ad file to read")
-    command.add_argument(
-        "-o", "--output", metavar="OUT", type=Path, required=True,
-        help="the .h5ad file to write (replaced if it exists)",
-    )  # fmt: skip
+    add_input_output(command, "the .h5ad file to write")
     _add_data_options(command)
     _add_score_options(command)
     _add_output_options(command)

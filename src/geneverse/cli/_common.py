@@ -81,6 +81,24 @@ def n_pairs(text: str) -> int | None:
     return None if text == "all" else whole_number("pairs", minimum=0)(text)
 
 
+def add_input_output(command: argparse.ArgumentParser, written: str) -> None:
+    """``IN`` and ``-o OUT`` of a command that reads an ``.h5ad`` file; ``written`` says
+    what ``OUT`` is."""
+    command.add_argument("input", metavar="IN", type=Path, help="the .h5ad file to read")
+    command.add_argument(
+        "-o", "--output", metavar="OUT", type=Path, required=True,
+        help=f"{written} (replaced if it exists)",
+    )  # fmt: skip
+
+
+def add_stored_score(command: argparse.ArgumentParser) -> None:
+    """Which stored score a command reads: ``--key``, ``--score``, ``--group``."""
+    score = command.add_argument_group("which score")
+    score.add_argument("--key", default="gv", help="the key_added of the run (default: gv)")
+    score.add_argument("--score", metavar="NAME", help="another score of the key, e.g. pearson")
+    score.add_argument("--group", metavar="G", help="the MI of this group of a groupby run")
+
+
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """Where the computation runs, and how much it says."""
     parser.add_argument(

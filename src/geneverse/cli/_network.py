@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from ._common import (
     Failure,
     UsageError,
+    add_input_output,
+    add_stored_score,
     check_input,
     check_outputs,
     configure,
@@ -46,15 +48,8 @@ def _add_network(commands: argparse._SubParsersAction) -> None:
         ".tsv, .txt or .csv is a table, .graphml a graph for Cytoscape, Gephi, igraph or "
         "networkx. The options are those of geneverse.get.network.",
     )
-    command.add_argument("input", metavar="IN", type=Path, help="the .h5ad file to read")
-    command.add_argument(
-        "-o", "--output", metavar="OUT", type=Path, required=True,
-        help="the file to write: edges.tsv, edges.csv or graph.graphml (replaced if it exists)",
-    )  # fmt: skip
-    score = command.add_argument_group("which score")
-    score.add_argument("--key", default="gv", help="the key_added of the run (default: gv)")
-    score.add_argument("--score", metavar="NAME", help="another score of the key, e.g. pearson")
-    score.add_argument("--group", metavar="G", help="the MI of this group of a groupby run")
+    add_input_output(command, "the file to write: edges.tsv, edges.csv or graph.graphml")
+    add_stored_score(command)
     edges = command.add_argument_group("which edges")
     edges.add_argument(
         "--min-score", metavar="X", type=number, default=0.0,
@@ -94,15 +89,8 @@ def _add_modules(commands: argparse._SubParsersAction) -> None:
         "--scores, each cell's module scores in obsm['gv_module_scores']) to OUT. The "
         "options are those of geneverse.tl.modules.",
     )
-    command.add_argument("input", metavar="IN", type=Path, help="the .h5ad file to read")
-    command.add_argument(
-        "-o", "--output", metavar="OUT", type=Path, required=True,
-        help="the .h5ad file to write (replaced if it exists)",
-    )  # fmt: skip
-    score = command.add_argument_group("which score")
-    score.add_argument("--key", default="gv", help="the key_added of the run (default: gv)")
-    score.add_argument("--score", metavar="NAME", help="another score of the key, e.g. pearson")
-    score.add_argument("--group", metavar="G", help="the MI of this group of a groupby run")
+    add_input_output(command, "the .h5ad file to write")
+    add_stored_score(command)
     graph = command.add_argument_group("the graph and its communities")
     graph.add_argument(
         "--max-q", metavar="Q", type=number,

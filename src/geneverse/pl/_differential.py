@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._utils import check_number, check_whole_number
+from .._utils import check_number, check_whole_number, doc_params
 from ..get._network import DMI, edge_table, filtered_edges, pair_score, values_at
-from ._heatmap import _resolve_show
+from ._figure import axes, doc_show, finished
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 GAIN, LOSS, SAME = "#b2182b", "#2166ac", "0.75"
 
 
+@doc_params(doc_show=doc_show)
 def differential(
     adata: AnnData,
     key: str = "gv_diff",
@@ -51,13 +52,7 @@ def differential(
         The q-value up to which a pair's change counts as significant (coloured).
     gene_symbols
         Column of ``adata.var`` with the gene names to write in the labels.
-    ax
-        Draw into these axes. ``None``: a new figure.
-    show
-        Show the figure (:func:`matplotlib.pyplot.show`). ``None``: as
-        ``scanpy.settings.autoshow``.
-    return_fig
-        Return the :class:`~matplotlib.figure.Figure` (and do not show it).
+    {doc_show}
 
     Returns
     -------
@@ -70,7 +65,6 @@ def differential(
     ...                                 reference="Dendritic")  # doctest: +SKIP
     >>> gv.pl.differential(adata)  # doctest: +SKIP
     """
-    import matplotlib.pyplot as plt
 
     pairs, names = _pairs(adata, key)
     n_labels = check_whole_number("n_labels", n_labels, minimum=0, what="labels")
@@ -78,19 +72,11 @@ def differential(
     significant = (
         pairs["qval"].to_numpy() <= max_q if "qval" in pairs else np.zeros(len(pairs), dtype=bool)
     )
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5.2, 5.0), layout="constrained")
-    else:
-        fig = ax.figure
+    fig, ax = axes(ax, (5.2, 5.0))
     _scatter(ax, pairs, significant, names, max_q="qval" in pairs and max_q)
     labelled = pairs[significant if "qval" in pairs else np.ones(len(pairs), dtype=bool)]
     _label(ax, labelled.head(n_labels), adata, gene_symbols)
-    if return_fig:
-        return fig
-    if _resolve_show(show):
-        plt.show()
-        return None
-    return ax
+    return finished(fig, ax, show=show, return_fig=return_fig)
 
 
 def _pairs(adata: AnnData, key: str) -> tuple[pd.DataFrame, tuple[str, str]]:

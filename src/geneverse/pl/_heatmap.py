@@ -12,9 +12,10 @@ from scipy import sparse
 from scipy.cluster import hierarchy
 
 from .._data._genes import gene_positions, symbols_column
-from .._utils import check_whole_number
+from .._utils import check_whole_number, doc_params
 from ..get._network import module_column
 from ..get._pairs import mi_matrix, strongest_abs_mi, used_genes
+from ._figure import axes, doc_show, finished
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -34,6 +35,7 @@ _BAR = 0.025
 _MODULE_FONTSIZE = 9.0
 
 
+@doc_params(doc_show=doc_show)
 def mi_heatmap(
     adata: AnnData,
     genes: Sequence[str] | str | None = None,
@@ -90,13 +92,7 @@ def mi_heatmap(
         strongest of each module in turn, so that every module is shown.
     cmap
         A diverging colormap (name or :class:`~matplotlib.colors.Colormap`).
-    ax
-        Draw into these axes (the colour bar takes room from them). ``None``: a new figure.
-    show
-        Show the figure (:func:`matplotlib.pyplot.show`). ``None``: as
-        ``scanpy.settings.autoshow``.
-    return_fig
-        Return the :class:`~matplotlib.figure.Figure` (and do not show it).
+    {doc_show}
 
     Returns
     -------
@@ -117,7 +113,6 @@ def mi_heatmap(
     >>> gv.tl.modules(adata)  # doctest: +SKIP
     >>> gv.pl.mi_heatmap(adata, modules=True)  # doctest: +SKIP
     """
-    import matplotlib.pyplot as plt
 
     mi = mi_matrix(adata, key, group)  # a clear error first if coexpression has not run
     column = _module_column(adata, modules)
@@ -131,20 +126,12 @@ def mi_heatmap(
     positions, values = positions[order], values[np.ix_(order, order)]
     labels = _labels(adata, positions, gene_symbols)
 
-    if ax is None:
-        fig, ax = plt.subplots(figsize=_figsize(len(labels)), layout="constrained")
-    else:
-        fig = ax.figure
+    fig, ax = axes(ax, _figsize(len(labels)))
     _draw(fig, ax, values, labels, cmap=cmap, title=title, modules=column is not None)
     if column is not None:
         _module_bars(ax, column, positions)
 
-    if return_fig:
-        return fig
-    if _resolve_show(show):
-        plt.show()
-        return None
-    return ax
+    return finished(fig, ax, show=show, return_fig=return_fig)
 
 
 def cluster_order(values: np.ndarray) -> np.ndarray:
@@ -372,12 +359,3 @@ def _module_colours(n: int) -> list:
         if n <= len(palette):
             return list(palette[:n])
     return [palettes.default_102[i % len(palettes.default_102)] for i in range(n)]
-
-
-def _resolve_show(show: bool | None) -> bool:
-    """scanpy's rule: ``show=None`` follows ``scanpy.settings.autoshow``."""
-    if show is not None:
-        return bool(show)
-    from scanpy import settings
-
-    return bool(settings.autoshow)

@@ -10,11 +10,12 @@ import pandas as pd
 from anndata import AnnData
 
 from .._data._genes import gene_positions
-from .._utils import check_whole_number
+from .._utils import check_whole_number, doc_params
 from ..get._network import module_column, to_networkx
 from ..get._network import network as edge_list
 from ._differential import GAIN, LOSS
-from ._heatmap import _module_colours, _resolve_show
+from ._figure import axes, doc_show, finished
+from ._heatmap import _module_colours
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -25,6 +26,7 @@ _WIDTHS = (0.6, 4.0)
 _NO_MODULE_COLOUR = "0.85"
 
 
+@doc_params(doc_show=doc_show)
 def network(
     adata: AnnData,
     key: str = "gv",
@@ -68,13 +70,7 @@ def network(
         Only edges with a q-value ``<= max_q`` (see :func:`~geneverse.get.network`).
     gene_symbols
         Column of ``adata.var`` with the gene names to write on the vertices.
-    ax
-        Draw into these axes. ``None``: a new figure.
-    show
-        Show the figure (:func:`matplotlib.pyplot.show`). ``None``: as
-        ``scanpy.settings.autoshow``.
-    return_fig
-        Return the :class:`~matplotlib.figure.Figure` (and do not show it).
+    {doc_show}
 
     Returns
     -------
@@ -86,7 +82,6 @@ def network(
     >>> gv.tl.modules(adata)  # doctest: +SKIP
     >>> gv.pl.network(adata, module="M3", n_edges=40)  # doctest: +SKIP
     """
-    import matplotlib.pyplot as plt
 
     n_edges = check_whole_number("n_edges", n_edges, minimum=1, what="edges")
     edges = edge_list(
@@ -98,19 +93,11 @@ def network(
             f"No edge{where} to draw under key={key!r}: every score is 0 there, or max_q "
             "removed them all. Choose another module or a larger max_q."
         )
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6.0, 5.5), layout="constrained")
-    else:
-        fig = ax.figure
+    fig, ax = axes(ax, (6.0, 5.5))
     _draw(ax, edges, adata, module_key, gene_symbols)
     what = "all genes" if module is None else f"module {_shown(module)}"
     ax.set_title(f"The {len(edges)} strongest edges of {what}", fontsize=10)
-    if return_fig:
-        return fig
-    if _resolve_show(show):
-        plt.show()
-        return None
-    return ax
+    return finished(fig, ax, show=show, return_fig=return_fig)
 
 
 def _shown(module: str | Sequence[str]) -> str:
