@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import numpy as np
+
+#: The benchmark generator (planted programs, optional groups of cells): the truth is known.
+_WORKLOADS = Path(__file__).resolve().parents[1] / "benchmarks" / "workloads.py"
+
+
+def workloads():
+    """``benchmarks/workloads.py`` as a module (loaded once)."""
+    name = "geneverse_benchmark_workloads"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, _WORKLOADS)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def null_counts(n_genes: int, n_cells: int, seed: int) -> np.ndarray:

@@ -4,10 +4,6 @@ restrictions, storage and errors; gv.pl.differential; the generator's groups."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import anndata as ad
 import matplotlib
 import numpy as np
@@ -19,28 +15,18 @@ from sklearn.metrics import roc_auc_score
 import geneverse as gv
 
 from conftest import assert_unchanged, snapshot
+from synthetic import workloads
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-_WORKLOADS = Path(__file__).resolve().parents[1] / "benchmarks" / "workloads.py"
 RECOMMENDED = {"zeros": "include", "estimator": "miller_madow"}
-
-
-def _workloads():
-    name = "geneverse_benchmark_workloads"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, _WORKLOADS)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def synthetic(**spec) -> ad.AnnData:
     """Generator data with its genes detected in >= 5 % of the cells in var["detected"]."""
-    workloads = _workloads()
-    adata = workloads.synthetic(workloads.SyntheticSpec(**spec))
+    generator = workloads()
+    adata = generator.synthetic(generator.SyntheticSpec(**spec))
     adata.var["detected"] = np.asarray((adata.X > 0).mean(axis=0)).ravel() >= 0.05
     return adata
 

@@ -3,10 +3,6 @@ gv.tl.module_scores is scanpy's score_genes and leaves nothing else behind."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -18,8 +14,7 @@ from sklearn.metrics import adjusted_rand_score
 import geneverse as gv
 
 from conftest import assert_unchanged, snapshot
-
-_WORKLOADS = Path(__file__).resolve().parents[1] / "benchmarks" / "workloads.py"
+from synthetic import workloads
 
 #: The recommended score for networks (docs page "Which score to rank pairs by").
 RECOMMENDED = {"zeros": "include", "estimator": "miller_madow"}
@@ -30,16 +25,6 @@ MARKERS = {
     "CD14+ Monocyte": ["LYZ", "S100A8", "S100A9", "FCN1"],
     "CD34+": ["PRSS57", "CYTL1"],
 }
-
-
-def _workloads():
-    name = "geneverse_benchmark_workloads"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, _WORKLOADS)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def planted_truth(adata: ad.AnnData) -> np.ndarray:
@@ -59,8 +44,8 @@ def found(adata: ad.AnnData, key: str = "gv_module") -> np.ndarray:
 def planted() -> ad.AnnData:
     """400 genes × 3,000 cells with planted programs; the recommended MI, with G-test
     q-values, of the genes detected in at least 5 % of the cells."""
-    spec = _workloads().SyntheticSpec(n_genes=400, n_cells=3000, nonzero=0.15, seed=5)
-    adata = _workloads().synthetic(spec)
+    spec = workloads().SyntheticSpec(n_genes=400, n_cells=3000, nonzero=0.15, seed=5)
+    adata = workloads().synthetic(spec)
     detected = np.asarray((adata.X > 0).mean(axis=0)).ravel() >= 0.05
     adata.var["detected"] = detected
     gv.tl.coexpression(adata, genes="detected", pvals=True, **RECOMMENDED)

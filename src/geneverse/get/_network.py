@@ -20,7 +20,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from .._utils import MI, check_number, check_whole_number, is_whole_number
+from .._utils import MI, check_number, check_whole_number, doc_params, is_whole_number
 from ._pairs import _group_key, _groups, mi_matrix, used_genes
 
 if TYPE_CHECKING:
@@ -472,6 +472,19 @@ def edge_table(adata: AnnData, stored: PairScore, edges: Edges) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 
+_doc_graph = """\
+edges
+    An edge list of :func:`network` (or any DataFrame with ``source`` and ``target``
+    columns, each unordered pair once), or an AnnData: then the edge list of
+    ``network(edges, **network_options)``.
+weight
+    The column that becomes the edges' ``"weight"`` attribute; ``None``: the score (the
+    column after ``source`` and ``target``).
+**network_options
+    With an AnnData: the arguments of :func:`network` (``key``, ``max_q``, ...)."""
+
+
+@doc_params(doc_graph=_doc_graph)
 def to_igraph(
     edges: pd.DataFrame | AnnData, *, weight: str | None = None, **network_options: Any
 ) -> igraph.Graph:
@@ -479,15 +492,7 @@ def to_igraph(
 
     Parameters
     ----------
-    edges
-        An edge list of :func:`network` (or any DataFrame with ``source`` and ``target``
-        columns, each unordered pair once), or an AnnData: then the edge list of
-        ``network(edges, **network_options)``.
-    weight
-        The column that becomes the edges' ``"weight"`` attribute; ``None``: the score
-        (the column after ``source`` and ``target``).
-    **network_options
-        With an AnnData: the arguments of :func:`network` (``key``, ``max_q``, ...).
+    {doc_graph}
 
     Returns
     -------
@@ -510,6 +515,7 @@ def to_igraph(
     return graph
 
 
+@doc_params(doc_graph=_doc_graph)
 def to_networkx(
     edges: pd.DataFrame | AnnData, *, weight: str | None = None, **network_options: Any
 ) -> networkx.Graph:
@@ -517,15 +523,7 @@ def to_networkx(
 
     Parameters
     ----------
-    edges
-        An edge list of :func:`network` (or any DataFrame with ``source`` and ``target``
-        columns, each unordered pair once), or an AnnData: then the edge list of
-        ``network(edges, **network_options)``.
-    weight
-        The column that becomes the edges' ``"weight"`` attribute; ``None``: the score
-        (the column after ``source`` and ``target``).
-    **network_options
-        With an AnnData: the arguments of :func:`network` (``key``, ``max_q``, ...).
+    {doc_graph}
 
     Returns
     -------
