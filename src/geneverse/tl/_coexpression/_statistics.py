@@ -40,9 +40,7 @@ class _StepUp:
         m = p.size if n_tests is None else int(n_tests)
         if m < p.size:
             raise ValueError(f"n_tests={m} is smaller than the {p.size} p-values given")
-        ranked = p * m / np.arange(1, p.size + 1)
-        q = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
-        return cls(p, q)
+        return cls(p, _step_up(p, m))
 
     def __call__(self, pvalues: np.ndarray) -> np.ndarray:
         """The q-values of ``pvalues``, each one of the p-values the table was made of."""
@@ -82,22 +80,45 @@ def bh_qvalues_matrix(pvalues: np.ndarray, mask: np.ndarray | None = None) -> np
     """BH q-values of a symmetric ``(G, G)`` matrix of pair p-values, each pair once.
 
     The tests are the pairs of the strict upper triangle (and of ``mask``, a symmetric
-    boolean matrix of the wanted pairs, when given). Returns a symmetric ``float64``
+    boolean matrix of the wanted pairs, when given). Returns a symmetric ``float32``
     matrix; the diagonal and the pairs outside ``mask`` get 1. Works row by row, without
-    ``(G^2)``-sized index arrays: memory is one copy of the tested p-values.
+    ``(G^2)``-sized index arrays: memory is one copy of the tested p-values and its order.
     """
     p = np.asarray(pvalues)
     n_genes = p.shape[0]
     if p.shape != (n_genes, n_genes):
         raise ValueError(f"pvalues must be a square matrix, not of shape {p.shape}")
-    if n_genes == 0:
-        return np.ones((0, 0))
+    q = np.ones((n_genes, n_genes), dtype=np.float32)
+    if n_genes < 2:
+        return q
     tested = [_tested_columns(mask, n_genes, i) for i in range(n_genes)]
-    step_up = _StepUp.of(np.concatenate([p[i, cols] for i, cols in enumerate(tested)]))
-    q = np.ones((n_genes, n_genes))
+    flat = np.concatenate([p[i, cols] for i, cols in enumerate(tested)]).astype(np.float32)
+    _checked_pvalues(flat)
+    order = _increasing(flat)
+    flat_q = np.empty(flat.shape, dtype=np.float32)
+    flat_q[order] = _step_up(flat[order], flat.size)
+    at = 0
     for i, columns in enumerate(tested):
-        q[i, columns] = q[columns, i] = step_up(p[i, columns])
+        q[i, columns] = q[columns, i] = flat_q[at : at + columns.size]
+        at += columns.size
     return q
+
+
+def _increasing(p: np.ndarray) -> np.ndarray:
+    """The order of ``float32`` p-values (``>= 0``), increasing: one sort of 64-bit keys
+    (the value's bits, then the position), several times faster than ``argsort``. Ties
+    come in any order; they share their q-value."""
+    keys = p.view(np.uint32).astype(np.uint64) << np.uint64(32)
+    keys |= np.arange(p.size, dtype=np.uint64)
+    keys.sort()
+    return (keys & np.uint64(0xFFFFFFFF)).astype(np.intp)
+
+
+def _step_up(sorted_p: np.ndarray, n_tests: int) -> np.ndarray:
+    """``q_(k) = min_{j >= k} min(1, m p_(j) / j)`` of increasing p-values (ties share the
+    q-value of the last of them)."""
+    ranked = sorted_p.astype(np.float64) * n_tests / np.arange(1, sorted_p.size + 1)
+    return np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
 
 
 def _tested_columns(mask: np.ndarray | None, n_genes: int, i: int) -> np.ndarray:
@@ -132,7 +153,8 @@ def bh_qvalues_sparse(pvalues: sparse.spmatrix | sparse.sparray, n_tests: int | 
 
 
 def _checked_pvalues(pvalues: np.ndarray) -> np.ndarray:
-    p = np.asarray(pvalues, dtype=np.float64)
+    p = np.asarray(pvalues)
+    p = p if p.dtype in (np.float32, np.float64) else p.astype(np.float64)
     if p.size and not (np.all(p >= 0) and np.all(p <= 1)):  # also catches NaN
         raise ValueError("p-values must lie in [0, 1] (no NaN)")
     return p
