@@ -67,8 +67,8 @@ def run_in_memory(
             scores, _ = computation.scores_of(MeasureScorer(cells, computation.method))
             results.append(GroupResult(bins=None, n_bins=None, scores={computation.method: scores}))
         else:
-            binned = bin_genes(cells, computation.n_bins)
-            results.append(_mi_result(binned, group, computation, cells=cells))
+            scored = _scored(bin_genes(cells, computation.n_bins), group, computation, cells)
+            results.append(scored.result(computation))  # the binned data are freed by now
     return results
 
 
@@ -88,7 +88,7 @@ def run_chunked(
     logg.info(f"    binning {source.source} chunk by chunk (pass 2 of 2)")
     entries = chunked_entries(source, genes, group_labels(groups, source.n_cells))
     return [
-        _mi_result(group_genes.binned(group_entries), group, computation)
+        _scored(group_genes.binned(group_entries), group, computation).result(computation)
         for group_genes, group_entries, group in zip(genes, entries, groups, strict=True)
     ]
 
@@ -103,35 +103,48 @@ def group_labels(groups: list[Group], n_cells: int) -> np.ndarray | None:
     return labels
 
 
-def _mi_result(
+@dataclass(frozen=True)
+class Scored:
+    """A group's bins (the layer), bins per gene, assembled MI and p-values."""
+
+    bins: sparse.csr_matrix
+    n_bins: np.ndarray
+    mi: Any
+    pvalues: Any
+
+    @classmethod
+    def of(cls, binned: BinnedGenes, mi: Any, pvalues: Any) -> Scored:
+        """Keeps the bins layer of ``binned`` (which shares its arrays), not the rest."""
+        shape = (binned.n_cells, binned.n_genes)
+        bins = sparse.csr_matrix((binned.bins, binned.genes, binned.indptr), shape=shape)
+        return cls(bins=bins, n_bins=binned.n_bins, mi=mi, pvalues=pvalues)
+
+    def result(self, computation: Computation) -> GroupResult:
+        """The group's result, with the q-values of its p-values."""
+        scores = {MI: self.mi}
+        if self.pvalues is not None:
+            tested = computation.plan.tested()
+            q = qvalues(self.pvalues, tested, self.mi.shape[0])
+            scores |= {"pvals": self.pvalues, "qvals": q}
+        return GroupResult(bins=self.bins, n_bins=self.n_bins, scores=scores)
+
+
+def _scored(
     binned: BinnedGenes,
     group: Group,
     computation: Computation,
     cells: sparse.csr_matrix | None = None,
-) -> GroupResult:
-    """A group's MI (and p-values) from its binned data; with a permutation null, from
-    shuffles of its ``cells``' values."""
+) -> Scored:
+    """A group's MI and p-values from its binned data (with a permutation null, from
+    shuffles of its ``cells``' values). The kernel, its copy of the entries and the sign
+    values are freed when this returns, before the q-values (:meth:`Scored.result`)."""
     kernel = computation.kernel(binned)
     logg.info(estimate_run(binned, kernel, computation.plan.n_rows, group.name, computation.top_k))
     mi, pvalues = computation.scores_of(kernel)
     if computation.n_permutations:
         assert cells is not None
         pvalues = _permutation_pvalues(cells, mi, computation)
-    return scores_of_result(binned, computation, mi, pvalues)
-
-
-def scores_of_result(
-    binned: BinnedGenes, computation: Computation, mi: Any, pvalues: Any
-) -> GroupResult:
-    """A group's result from its binned data and assembled MI (and p-values)."""
-    scores = {MI: mi}
-    if pvalues is not None:
-        tested = computation.plan.tested()
-        scores |= {"pvals": pvalues, "qvals": qvalues(pvalues, tested, mi.shape[0])}
-    bins = sparse.csr_matrix(
-        (binned.bins, binned.genes, binned.indptr), shape=(binned.n_cells, binned.n_genes)
-    )
-    return GroupResult(bins=bins, n_bins=binned.n_bins, scores=scores)
+    return Scored.of(binned, mi, pvalues)
 
 
 def _rows(matrix: sparse.csr_matrix, cells: np.ndarray) -> sparse.csr_matrix:

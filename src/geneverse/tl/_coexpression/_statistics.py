@@ -94,9 +94,7 @@ def bh_qvalues_matrix(pvalues: np.ndarray, mask: np.ndarray | None = None) -> np
     tested = [_tested_columns(mask, n_genes, i) for i in range(n_genes)]
     flat = np.concatenate([p[i, cols] for i, cols in enumerate(tested)]).astype(np.float32)
     _checked_pvalues(flat)
-    order = _increasing(flat)
-    flat_q = np.empty(flat.shape, dtype=np.float32)
-    flat_q[order] = _step_up(flat[order], flat.size)
+    flat_q = _q_in_place(flat)
     at = 0
     for i, columns in enumerate(tested):
         q[i, columns] = q[columns, i] = flat_q[at : at + columns.size]
@@ -104,21 +102,37 @@ def bh_qvalues_matrix(pvalues: np.ndarray, mask: np.ndarray | None = None) -> np
     return q
 
 
-def _increasing(p: np.ndarray) -> np.ndarray:
-    """The order of ``float32`` p-values (``>= 0``), increasing: one sort of 64-bit keys
-    (the value's bits, then the position), several times faster than ``argsort``. Ties
-    come in any order; they share their q-value."""
+def _q_in_place(p: np.ndarray) -> np.ndarray:
+    """The BH q-values of ``float32`` p-values (``>= 0``), all tested, written over them.
+
+    One sort of 64-bit keys (the value's bits, then the position) gives the order, several
+    times faster than ``argsort``; ties come in any order and share their q-value. Memory:
+    the keys, then ``float32`` arrays of the p-values' size.
+    """
     keys = p.view(np.uint32).astype(np.uint64) << np.uint64(32)
     keys |= np.arange(p.size, dtype=np.uint64)
     keys.sort()
-    return (keys & np.uint64(0xFFFFFFFF)).astype(np.intp)
+    order = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    del keys
+    p[order] = _step_up(p[order], p.size)
+    return p
 
 
 def _step_up(sorted_p: np.ndarray, n_tests: int) -> np.ndarray:
     """``q_(k) = min_{j >= k} min(1, m p_(j) / j)`` of increasing p-values (ties share the
-    q-value of the last of them)."""
-    ranked = sorted_p.astype(np.float64) * n_tests / np.arange(1, sorted_p.size + 1)
-    return np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+    q-value of the last of them), in ``sorted_p``'s dtype, in slices from the end."""
+    q = np.empty(sorted_p.shape, dtype=sorted_p.dtype)
+    running = 1.0
+    step = 1 << 20
+    for stop in range(sorted_p.size, 0, -step):
+        start = max(0, stop - step)
+        ranked = sorted_p[start:stop].astype(np.float64) * n_tests
+        ranked /= np.arange(start + 1, stop + 1)
+        ranked = np.minimum.accumulate(ranked[::-1])[::-1]
+        np.minimum(ranked, running, out=ranked)
+        q[start:stop] = ranked
+        running = float(ranked[0]) if ranked.size else running
+    return q
 
 
 def _tested_columns(mask: np.ndarray | None, n_genes: int, i: int) -> np.ndarray:

@@ -25,7 +25,7 @@ from ._assemble import TopKAssembler
 from ._estimate import check_compact_bins_fit
 from ._plan import GenePlan, Group
 from ._results import GroupResult
-from ._run import Computation, assembler_of, group_labels, scores_of_result
+from ._run import Computation, Scored, assembler_of, group_labels
 from ._scoring import scored_row_blocks
 
 #: Genes per block: a quarter of the genes, within these bounds (enough tiles to share out,
@@ -101,7 +101,7 @@ def run_tiles(
         ]
         *tile_results, entries = dask.compute(*tasks, dask.delayed(_all_entries)(parts))
         scores = _assembled(computation, blocks, tiles, tile_results)
-        results.append(scores_of_result(group_genes.binned(entries), computation, *scores))
+        results.append(Scored.of(group_genes.binned(entries), *scores).result(computation))
     return results
 
 
