@@ -4,7 +4,7 @@
     python benchmarks/run.py --gpu                 # seed and atlas on backend="gpu" (CUDA)
     python benchmarks/run.py --tiny                # the same, on tiny data: checks the script
 
-For each workload (``benchmarks/workloads.py``, DESIGN.md §6) it times, each in a fresh
+For each workload (``benchmarks/workloads.py``) it times, each in a fresh
 subprocess, end-to-end ``gv.tl.coexpression`` with every usable backend (one warm-up run,
 then ``--repeats`` timed runs) and GeneVector 1.0's reference implementations on the same
 data: ``compute_mi_rust`` (its Rust backend, the headline reference) and
@@ -594,7 +594,8 @@ def classify_differences(ours: np.ndarray, theirs: np.ndarray, corr: np.ndarray)
     ``corr`` is the correlation as GeneVector computes it (``np.corrcoef``, float32).
 
     * geneverse 0, ``corr == 0``: a zero or undefined correlation, which GeneVector's Rust
-      backend counts as positive (``sign >= 0``) where DESIGN.md §2.4 gives 0;
+      backend counts as positive (``sign >= 0``) where the definition
+      (docs/definition.md) gives 0;
     * geneverse 0, ``0 < |corr| < 1e-6``: a correlation that is exactly zero (geneverse's
       sign is exact on such data: 0), where ``np.corrcoef``'s rounding leaves a tiny value
       whose sign GeneVector keeps;
@@ -920,7 +921,7 @@ def notes(args: argparse.Namespace, results: list[Result]) -> list[str]:
         "on the same machine. The load averages above show how busy the machine was: on a "
         "shared machine the timings are noisy, so compare rows of one run, and read the "
         "minimum next to the median.",
-        "- Known differences (DESIGN.md §2): GeneVector's Rust backend multiplies by +1 when "
+        "- Known differences (docs/definition.md): GeneVector's Rust backend multiplies by +1 when "
         "the correlation is 0 (`s >= 0`), where the definition gives 0; its numba backend "
         "maps flat pair indices to the wrong gene pairs, so its output is scrambled; "
         "GeneVector rounds to 5 decimals and geneverse stores float32, hence the 1e-5 "
