@@ -7,6 +7,8 @@
 
 use std::ops::Range;
 
+use rayon::prelude::*;
+
 /// Largest number of bins of a gene (bins are stored as `u8`, the zero bin included).
 pub const MAX_BINS: usize = 256;
 
@@ -174,15 +176,53 @@ impl<'a> Binned<'a> {
         Ok(())
     }
 
-    /// Checks every entry against the gene tables; O(entries + genes · bins).
+    /// Checks every entry against the gene tables; O(entries + genes · bins), in
+    /// parallel over runs of cells on the current rayon pool.
     ///
     /// Genes must be in range and strictly increasing within each cell, bins in
     /// `1..n_bins[gene]`, and every bin must have exactly as many entries as `bin_counts`
-    /// says (the finish derives every cell of a pair's table from them).
+    /// says (the finish derives every cell of a pair's table from them). The error names
+    /// the first wrong entry.
     pub fn check_entries(&self) -> Result<(), String> {
+        let table = self.n_genes() * self.max_bins;
+        // One table of counts per run of cells (at most 64 MiB of them in all).
+        let n_runs = rayon::current_num_threads()
+            .min((16 << 20) / table.max(1))
+            .clamp(1, self.n_cells().max(1));
+        let runs: Vec<Range<usize>> = (0..n_runs)
+            .map(|k| k * self.n_cells() / n_runs..(k + 1) * self.n_cells() / n_runs)
+            .collect();
+        let counted: Vec<Result<Vec<u32>, String>> = runs
+            .into_par_iter()
+            .map(|cells| self.count_entries(cells))
+            .collect();
+        let mut total = vec![0u32; table];
+        for run in counted {
+            for (sum, n) in total.iter_mut().zip(run?) {
+                *sum += n;
+            }
+        }
+        let differs = total
+            .iter()
+            .zip(self.bin_counts)
+            .enumerate()
+            .position(|(at, (&n, &expected))| at % self.max_bins != 0 && i64::from(n) != expected);
+        if let Some(at) = differs {
+            let (gene, bin) = (at / self.max_bins, at % self.max_bins);
+            return Err(format!(
+                "gene {gene} has {} entries in bin {bin}, but bin_counts[{gene}, {bin}] = {}",
+                total[at], self.bin_counts[at]
+            ));
+        }
+        Ok(())
+    }
+
+    /// The entries of the cells `cells` checked, and counted per gene and bin
+    /// (`gene * max_bins + bin`).
+    fn count_entries(&self, cells: Range<usize>) -> Result<Vec<u32>, String> {
         let n_genes = self.n_genes();
-        let mut counted = vec![0i64; n_genes * self.max_bins];
-        for cell in 0..self.n_cells() {
+        let mut counted = vec![0u32; n_genes * self.max_bins];
+        for cell in cells {
             let mut previous: i64 = -1;
             for e in self.cell_entries(cell) {
                 let gene = self.genes[e] as i64;
@@ -204,19 +244,7 @@ impl<'a> Binned<'a> {
                 counted[gene * self.max_bins + bin] += 1;
             }
         }
-        let differs = counted
-            .iter()
-            .zip(self.bin_counts)
-            .enumerate()
-            .position(|(at, (&n, &expected))| at % self.max_bins != 0 && n != expected);
-        if let Some(at) = differs {
-            let (gene, bin) = (at / self.max_bins, at % self.max_bins);
-            return Err(format!(
-                "gene {gene} has {} entries in bin {bin}, but bin_counts[{gene}, {bin}] = {}",
-                counted[at], self.bin_counts[at]
-            ));
-        }
-        Ok(())
+        Ok(counted)
     }
 }
 
