@@ -6,10 +6,16 @@
 //! a row entry and a column entry is one increment: `sum over cells of nnz_I · nnz_J`
 //! increments, nothing for cells expressing neither block. On the diagonal (both blocks
 //! the same) only pairs of an entry with a later one count, so each pair of genes once.
+//!
+//! A tile's counts are a `slots(rows) × slots(cols)` matrix (see [`Block::offsets`]), kept
+//! as `u16` when no count of the tile can exceed 65,535 (a count is at most the cells of
+//! the row gene's bin, and at most those of the column gene's): half the bytes, so that
+//! twice the genes' counts stay in a core's cache. Otherwise (more than 65,535 cells in a
+//! bin of a gene of each block) they are `u32`. Both give the same integers.
 
 use std::ops::Range;
 
-use crate::blocks::Block;
+use crate::blocks::{Block, MAX_BLOCK_GENES};
 use crate::dense::count_pairs;
 use crate::finish::JointCounts;
 use crate::products::add_dense_products;
@@ -17,230 +23,356 @@ use crate::products::add_dense_products;
 /// Row entries of a cell counted together (sharing the reads of its column entries).
 const ROW_GROUP: usize = 4;
 
-/// Some column entries of one cell.
-struct ColumnEntries {
-    /// Positions in the column block.
-    entries: Range<usize>,
-    /// The column of the first one, when they are consecutive columns (the cell expresses
-    /// every gene of the block); `None` to read each entry's column.
-    first_col: Option<usize>,
+/// An integer type of a tile's counts.
+pub trait Count: Copy + Default + PartialEq + Send + Sync + std::ops::AddAssign + 'static {
+    /// The largest count it holds.
+    const MAX: u64;
+    /// One.
+    const ONE: Self;
+    /// `n`, which fits (`n <= MAX`).
+    fn of(n: u32) -> Self;
+    /// Its value.
+    fn get(self) -> u32;
+}
+
+impl Count for u16 {
+    const MAX: u64 = u16::MAX as u64;
+    const ONE: Self = 1;
+    #[inline(always)]
+    fn of(n: u32) -> Self {
+        debug_assert!(u64::from(n) <= <Self as Count>::MAX);
+        n as u16
+    }
+    #[inline(always)]
+    fn get(self) -> u32 {
+        u32::from(self)
+    }
+}
+
+impl Count for u32 {
+    const MAX: u64 = u32::MAX as u64;
+    const ONE: Self = 1;
+    #[inline(always)]
+    fn of(n: u32) -> Self {
+        n
+    }
+    #[inline(always)]
+    fn get(self) -> u32 {
+        self
+    }
+}
+
+/// The integer type a tile's counts were kept in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Width {
+    /// `u16`.
+    Narrow,
+    /// `u32`.
+    Wide,
 }
 
 /// The counts and sums of products of one tile, reused from tile to tile.
 ///
-/// `counts[slot_i * row_len + slot_j]` where a slot is `col * stride + bin - 1` (see
-/// [`Block::slots`]) and `row_len = block_genes * stride`;
-/// `products[col_i * block_genes + col_j]`. Only pairs `i < j` are ever counted;
-/// [`TileAccumulator::clear_pair`] sets a pair's counts back to 0 once it is taken, and
-/// [`TileAccumulator::clear_products`] the products, so a tile never needs a full reset.
+/// `counts[slot_i * row_len + slot_j]` with `row_len` the column block's slots (see
+/// [`Block::slots`]), in `narrow` or `wide` as [`TileAccumulator::count`] says;
+/// `products[col_i][col_j]`. Only pairs `i < j` are ever counted;
+/// [`TileAccumulator::clear`] sets the tile back to 0 once its pairs are taken.
 pub struct TileAccumulator {
-    block_genes: usize,
-    stride: usize,
-    counts: Vec<u32>,
-    products: Vec<f64>,
+    /// Room for a tile of up to this many slots by as many.
+    max_slots: usize,
+    /// Tiles whose counts are at most this are counted in `u16`.
+    narrow_limit: u64,
+    narrow: Vec<u16>,
+    /// Made on the first tile that needs it.
+    wide: Vec<u32>,
+    products: Vec<ProductRow>,
+    /// The column (in its block) of each slot of the current column block.
+    col_of: Box<ColumnOf>,
 }
 
-impl TileAccumulator {
-    /// Room for two blocks of up to `block_genes` genes with up to `stride` nonzero bins;
-    /// sums of products only `with_products`.
-    pub fn new(block_genes: usize, stride: usize, with_products: bool) -> Self {
-        let row_len = block_genes * stride;
-        TileAccumulator {
-            block_genes,
-            stride,
-            counts: vec![0; row_len * row_len],
-            products: if with_products {
-                vec![0.0; block_genes * block_genes]
-            } else {
-                Vec::new()
-            },
-        }
-    }
+/// The column (in its block) of each slot of a block: indexed by a `u16` slot, it is
+/// always in range.
+type ColumnOf = [u8; 1 << 16];
 
-    fn row_len(&self) -> usize {
-        self.block_genes * self.stride
-    }
+/// The counts of a counted tile, of one width, and its sums of products.
+pub struct TileCounts<'t, T> {
+    counts: &'t [T],
+    row_len: usize,
+    products: &'t [ProductRow],
+}
 
-    /// Counts the tile: pairs of an entry of `rows` with an entry of `cols` (with a later
-    /// entry when `rows` and `cols` are the same block), and their sums of products.
-    /// Tiles of two dense blocks are counted with their bitsets when they have them, and
-    /// their products summed as a matrix product (faster, and the same sums bit for bit).
-    /// Needs a clear tile.
-    pub fn count(&mut self, rows: &Block, cols: &Block) {
-        let same_block = rows.genes == cols.genes;
-        let with_products = !self.products.is_empty();
-        let row_len = self.row_len();
-        match (&rows.dense, &cols.dense) {
-            (Some(dense_rows), Some(dense_cols)) => {
-                if dense_rows.has_bitsets() && dense_cols.has_bitsets() {
-                    count_pairs(
-                        dense_rows,
-                        dense_cols,
-                        same_block,
-                        &mut self.counts,
-                        row_len,
-                    );
-                } else {
-                    self.scan(rows, cols, false);
-                }
-                if with_products {
-                    add_dense_products(
-                        &mut self.products,
-                        self.block_genes,
-                        dense_rows,
-                        dense_cols,
-                        same_block,
-                    );
-                }
-            }
-            _ => self.scan(rows, cols, with_products),
-        }
-    }
-
-    /// The co-occurrence scan: adds every cell's pairs of entries (and their products when
-    /// `sum_products`).
-    fn scan(&mut self, rows: &Block, cols: &Block, sum_products: bool) {
-        let same_block = rows.genes == cols.genes;
-        let (mut p, mut q) = (0usize, 0usize);
-        for (&n_rows, &n_cols) in rows.per_cell.iter().zip(&cols.per_cell) {
-            let (n_rows, n_cols) = (usize::from(n_rows), usize::from(n_cols));
-            if n_rows > 0 && n_cols > 0 {
-                let entries = (p..p + n_rows, q..q + n_cols);
-                self.add_cell(rows, cols, entries, same_block, sum_products);
-            }
-            p += n_rows;
-            q += n_cols;
-        }
-    }
-
-    /// Adds one cell, whose entries are `row_entries` of `rows` and `col_entries` of `cols`
-    /// (and their products when `sum_products`).
-    fn add_cell(
-        &mut self,
-        rows: &Block,
-        cols: &Block,
-        (row_entries, col_entries): (Range<usize>, Range<usize>),
-        same_block: bool,
-        sum_products: bool,
-    ) {
-        // A cell expressing every gene of `cols` has its k-th entry in column k.
-        let in_order = col_entries.len() == cols.genes.len();
-        let columns = |skip: usize| ColumnEntries {
-            entries: col_entries.start + skip..col_entries.end,
-            first_col: in_order.then_some(skip),
-        };
-        if same_block {
-            // Each row entry with the later entries only.
-            for (k, p) in row_entries.enumerate() {
-                if k + 1 >= col_entries.len() {
-                    break;
-                }
-                self.add_rows::<1>(rows, p, cols, columns(k + 1), sum_products);
-            }
-            return;
-        }
-        let mut p = row_entries.start;
-        while p + ROW_GROUP <= row_entries.end {
-            self.add_rows::<ROW_GROUP>(rows, p, cols, columns(0), sum_products);
-            p += ROW_GROUP;
-        }
-        for p in p..row_entries.end {
-            self.add_rows::<1>(rows, p, cols, columns(0), sum_products);
-        }
-    }
-
-    /// Adds the pairs of the `N` row entries `p..p + N` of `rows` (of one cell) with the
-    /// column entries `columns` of `cols`. Groups of rows share the reads of the columns.
-    fn add_rows<const N: usize>(
-        &mut self,
-        rows: &Block,
-        p: usize,
-        cols: &Block,
-        columns: ColumnEntries,
-        sum_products: bool,
-    ) {
-        let row_len = self.row_len();
-        let col_slots = &cols.slots[columns.entries.clone()];
-        // Slots increase along a cell's entries, so the rows are distinct.
-        let count_rows: [usize; N] =
-            std::array::from_fn(|k| usize::from(rows.slots[p + k]) * row_len);
-        let mut count_rows = self
-            .counts
-            .get_disjoint_mut(count_rows.map(|at| at..at + row_len))
-            .expect("a cell's entries have distinct slots");
-        for &slot in col_slots {
-            for row in count_rows.iter_mut() {
-                row[usize::from(slot)] += 1;
-            }
-        }
-        if !sum_products {
-            return;
-        }
-        let width = self.block_genes;
-        let xs: [f64; N] = std::array::from_fn(|k| rows.values[p + k]);
-        let product_rows: [usize; N] =
-            std::array::from_fn(|k| usize::from(rows.cols[p + k]) * width);
-        let mut product_rows = self
-            .products
-            .get_disjoint_mut(product_rows.map(|at| at..at + width))
-            .expect("a cell's entries have distinct columns");
-        let ys = &cols.values[columns.entries.clone()];
-        match columns.first_col {
-            Some(first) => {
-                for (row, x) in product_rows.iter_mut().zip(xs) {
-                    for (sum, &y) in row[first..first + ys.len()].iter_mut().zip(ys) {
-                        *sum += x * y;
-                    }
-                }
-            }
-            None => {
-                for (&col, &y) in cols.cols[columns.entries].iter().zip(ys) {
-                    for (row, x) in product_rows.iter_mut().zip(xs) {
-                        row[usize::from(col)] += x * y;
-                    }
-                }
-            }
-        }
-    }
-
-    /// The counts of the gene in column `col_i` of the row block against the gene in
-    /// column `col_j` of the column block.
-    pub fn joint(&self, col_i: usize, col_j: usize) -> JointCounts<'_> {
-        let row_len = self.row_len();
-        let start = col_i * self.stride * row_len + col_j * self.stride;
+impl<'t, T: Count> TileCounts<'t, T> {
+    /// The counts of the gene in column `col_i` of the row block `rows` against the gene
+    /// in column `col_j` of the column block `cols` (none when the row gene has no
+    /// nonzero bin, whose first slot may be past the tile).
+    pub fn joint(
+        &self,
+        (rows, col_i): (&Block, usize),
+        (cols, col_j): (&Block, usize),
+    ) -> JointCounts<'t, T> {
+        let start =
+            usize::from(rows.offsets[col_i]) * self.row_len + usize::from(cols.offsets[col_j]);
         JointCounts {
-            data: &self.counts[start..],
-            row_stride: row_len,
+            data: self.counts.get(start..).unwrap_or(&[]),
+            row_stride: self.row_len,
         }
     }
 
     /// `sum_c x_ic x_jc` over the cells expressing both, added in increasing cell order
     /// (0 when the tile does not sum products).
     pub fn product(&self, col_i: usize, col_j: usize) -> f64 {
-        self.products
-            .get(col_i * self.block_genes + col_j)
-            .copied()
-            .unwrap_or(0.0)
+        self.products.get(col_i).map_or(0.0, |row| row[col_j])
+    }
+}
+
+impl TileAccumulator {
+    /// Room for two blocks of up to `block_genes` genes and `max_slots` slots; sums of
+    /// products only `with_products`.
+    pub fn new(block_genes: usize, max_slots: usize, with_products: bool) -> Self {
+        Self::with_narrow_limit(block_genes, max_slots, with_products, u16::MAX.into())
     }
 
-    /// Sets the counts of a pair back to 0: its first `bins_i × bins_j` counts (the only
-    /// ones its genes' entries reach).
-    pub fn clear_pair(&mut self, col_i: usize, col_j: usize, bins_i: usize, bins_j: usize) {
-        let row_len = self.row_len();
-        let start = col_i * self.stride * row_len + col_j * self.stride;
-        for a in 0..bins_i {
-            self.counts[start + a * row_len..][..bins_j].fill(0);
+    /// As [`TileAccumulator::new`], tiles counted in `u16` only when no count exceeds
+    /// `narrow_limit` (at most 65,535; lower it to test the `u32` tiles on small data).
+    pub fn with_narrow_limit(
+        block_genes: usize,
+        max_slots: usize,
+        with_products: bool,
+        narrow_limit: u64,
+    ) -> Self {
+        TileAccumulator {
+            max_slots,
+            narrow_limit: narrow_limit.min(u16::MAX.into()),
+            narrow: vec![0; max_slots * max_slots],
+            wide: Vec::new(),
+            products: if with_products {
+                vec![[0.0; PRODUCT_ROW]; block_genes]
+            } else {
+                Vec::new()
+            },
+            col_of: vec![0; 1 << 16]
+                .into_boxed_slice()
+                .try_into()
+                .expect("1 << 16 columns"),
         }
     }
 
-    /// Sets every sum of products back to 0.
-    pub fn clear_products(&mut self) {
-        self.products.fill(0.0);
+    /// The width of the counts of the tile `rows × cols`: `u16` when no count can exceed
+    /// the limit.
+    pub fn width(&self, rows: &Block, cols: &Block) -> Width {
+        if rows.max_bin_count.min(cols.max_bin_count) <= self.narrow_limit {
+            Width::Narrow
+        } else {
+            Width::Wide
+        }
+    }
+
+    /// Counts the tile: pairs of an entry of `rows` with an entry of `cols` (with a later
+    /// entry when `rows` and `cols` are the same block), and their sums of products, in
+    /// counts of the width it returns. Tiles of two dense blocks are counted with their
+    /// bitsets when they have them, and their products summed as a matrix product
+    /// (faster, and the same sums bit for bit). Needs a clear tile.
+    pub fn count(&mut self, rows: &Block, cols: &Block) -> Width {
+        let width = self.width(rows, cols);
+        self.col_of[..cols.slot_cols.len()].copy_from_slice(&cols.slot_cols);
+        let col_of = &*self.col_of;
+        match width {
+            Width::Narrow => count_tile(&mut self.narrow, &mut self.products, col_of, rows, cols),
+            Width::Wide => {
+                if self.wide.is_empty() {
+                    self.wide = vec![0; self.max_slots * self.max_slots];
+                }
+                count_tile(&mut self.wide, &mut self.products, col_of, rows, cols);
+            }
+        }
+        width
+    }
+
+    /// The `u16` counts of a tile `rows × cols` counted narrow.
+    pub fn narrow(&self, cols: &Block) -> TileCounts<'_, u16> {
+        self.counts(&self.narrow, cols)
+    }
+
+    /// The `u32` counts of a tile `rows × cols` counted wide.
+    pub fn wide(&self, cols: &Block) -> TileCounts<'_, u32> {
+        self.counts(&self.wide, cols)
+    }
+
+    fn counts<'t, T>(&'t self, counts: &'t [T], cols: &Block) -> TileCounts<'t, T> {
+        TileCounts {
+            counts,
+            row_len: cols.n_slots(),
+            products: &self.products,
+        }
+    }
+
+    /// Sets the tile `rows × cols`, counted in `width`, back to 0.
+    pub fn clear(&mut self, width: Width, rows: &Block, cols: &Block) {
+        let used = rows.n_slots() * cols.n_slots();
+        match width {
+            Width::Narrow => self.narrow[..used].fill(0),
+            Width::Wide => self.wide[..used].fill(0),
+        }
+        let (n_rows, n_cols) = (rows.genes.len(), cols.genes.len());
+        for row in self.products.iter_mut().take(n_rows) {
+            row[..n_cols].fill(0.0);
+        }
     }
 
     /// Whether every count and sum of products is 0 (for tests and debug checks).
     pub fn is_clear(&self) -> bool {
-        self.counts.iter().all(|&c| c == 0) && self.products.iter().all(|&s| s == 0.0)
+        self.narrow.iter().all(|&c| c == 0)
+            && self.wide.iter().all(|&c| c == 0)
+            && self.products.iter().flatten().all(|&s| s == 0.0)
+    }
+}
+
+/// Counts the tile `rows × cols` into `counts` (and its sums of products into `products`
+/// unless it is empty).
+fn count_tile<T: Count>(
+    counts: &mut [T],
+    products: &mut [ProductRow],
+    col_of: &ColumnOf,
+    rows: &Block,
+    cols: &Block,
+) {
+    let same_block = rows.genes == cols.genes;
+    let with_products = !products.is_empty();
+    let row_len = cols.n_slots();
+    match (&rows.dense, &cols.dense) {
+        (Some(dense_rows), Some(dense_cols)) => {
+            if dense_rows.has_bitsets() && dense_cols.has_bitsets() {
+                count_pairs(dense_rows, dense_cols, same_block, counts, row_len);
+            } else {
+                scan(counts, &mut [], col_of, rows, cols);
+            }
+            if with_products {
+                let width = PRODUCT_ROW;
+                let sums = products.as_flattened_mut();
+                add_dense_products(sums, width, dense_rows, dense_cols, same_block);
+            }
+        }
+        _ => scan(counts, products, col_of, rows, cols),
+    }
+}
+
+/// A row of a tile's sums of products: one per column gene (a gene's column, `u8`, is
+/// always within it).
+pub type ProductRow = [f64; PRODUCT_ROW];
+
+/// Sums of products per row: room for every column gene, and one more cache line so that
+/// the rows of a tile do not all fall in the same cache sets.
+const PRODUCT_ROW: usize = MAX_BLOCK_GENES + 8;
+
+/// Where a scan adds: the counts (rows of `row_len`) and the sums of products (none when
+/// empty).
+struct Sums<'s, T> {
+    counts: &'s mut [T],
+    row_len: usize,
+    products: &'s mut [ProductRow],
+    /// The column of each slot of the column block.
+    col_of: &'s ColumnOf,
+}
+
+/// The co-occurrence scan: adds every cell's pairs of entries (and their products unless
+/// `products` is empty).
+fn scan<T: Count>(
+    counts: &mut [T],
+    products: &mut [ProductRow],
+    col_of: &ColumnOf,
+    rows: &Block,
+    cols: &Block,
+) {
+    let same_block = rows.genes == cols.genes;
+    let mut sums = Sums {
+        counts,
+        row_len: cols.n_slots(),
+        products,
+        col_of,
+    };
+    let (mut p, mut q) = (0usize, 0usize);
+    for (&n_rows, &n_cols) in rows.per_cell.iter().zip(&cols.per_cell) {
+        let (n_rows, n_cols) = (usize::from(n_rows), usize::from(n_cols));
+        if n_rows > 0 && n_cols > 0 {
+            if same_block {
+                // Each row entry with the later entries only.
+                for k in p..p + n_rows - 1 {
+                    add_cell(&mut sums, rows, k..k + 1, cols, k + 1..q + n_cols);
+                }
+            } else {
+                add_cell(&mut sums, rows, p..p + n_rows, cols, q..q + n_cols);
+            }
+        }
+        p += n_rows;
+        q += n_cols;
+    }
+}
+
+/// Adds the pairs of the entries `row_entries` of `rows` with the entries `col_entries`
+/// of `cols`, all of one cell, by groups of [`ROW_GROUP`] row entries that share the
+/// reads of the column entries.
+#[inline(always)]
+fn add_cell<T: Count>(
+    sums: &mut Sums<'_, T>,
+    rows: &Block,
+    row_entries: Range<usize>,
+    cols: &Block,
+    col_entries: Range<usize>,
+) {
+    let mut p = row_entries.start;
+    while p + ROW_GROUP <= row_entries.end {
+        add_pairs::<T, ROW_GROUP>(sums, rows, p, cols, col_entries.clone());
+        p += ROW_GROUP;
+    }
+    match row_entries.end - p {
+        0 => {}
+        1 => add_pairs::<T, 1>(sums, rows, p, cols, col_entries),
+        2 => add_pairs::<T, 2>(sums, rows, p, cols, col_entries),
+        _ => add_pairs::<T, 3>(sums, rows, p, cols, col_entries),
+    }
+}
+
+/// Adds the pairs of the `N` row entries `p..p + N` of `rows` with the column entries
+/// `col_entries` of `cols` (of one cell): one to their counts, and the product of their
+/// values to their sums of products. The rows are distinct: a cell's entries have
+/// distinct slots and genes.
+#[inline(always)]
+fn add_pairs<T: Count, const N: usize>(
+    sums: &mut Sums<'_, T>,
+    rows: &Block,
+    p: usize,
+    cols: &Block,
+    col_entries: Range<usize>,
+) {
+    let row_slots: [u16; N] = std::array::from_fn(|k| rows.slots[p + k]);
+    // Increasing: a cell's slots increase along its entries.
+    let count_rows: [usize; N] = row_slots.map(|slot| usize::from(slot) * sums.row_len);
+    assert!(count_rows.windows(2).all(|w| w[0] < w[1]));
+    let col_slots = &cols.slots[col_entries.clone()];
+    let counts = &mut *sums.counts;
+    if sums.products.is_empty() {
+        for &slot in col_slots {
+            for &row in count_rows.iter().rev() {
+                counts[row + usize::from(slot)] += T::ONE;
+            }
+        }
+        return;
+    }
+    let xs: [f64; N] = std::array::from_fn(|k| rows.values[p + k]);
+    let genes: [usize; N] = row_slots.map(|slot| rows.col_of(slot));
+    let mut products = sums
+        .products
+        .get_disjoint_mut(genes)
+        .expect("a cell's entries have distinct genes");
+    let ys = &cols.values[col_entries];
+    for (&slot, &y) in col_slots.iter().zip(ys) {
+        let col = sums.col_of[usize::from(slot)];
+        for &row in count_rows.iter().rev() {
+            counts[row + usize::from(slot)] += T::ONE;
+        }
+        for (sums, &x) in products.iter_mut().zip(&xs) {
+            sums[usize::from(col)] += x * y;
+        }
     }
 }
 
@@ -287,43 +419,56 @@ pub(crate) mod tests {
         (joint, products)
     }
 
-    fn check_every_tile(owned: &OwnedBinned, block_genes: usize, policy: DensePolicy) {
+    /// Counts every tile of `owned` and checks every pair against [`direct`]; tiles
+    /// counted in `u16` unless `narrow_limit` is below their counts.
+    fn check_every_tile(
+        owned: &OwnedBinned,
+        block_genes: usize,
+        policy: DensePolicy,
+        narrow_limit: u64,
+    ) {
         let binned = owned.view();
         let blocked = BlockedGenes::build(&binned, block_genes, true, policy);
-        let mut tile = TileAccumulator::new(block_genes, blocked.stride, true);
+        let mut tile =
+            TileAccumulator::with_narrow_limit(block_genes, blocked.max_slots, true, narrow_limit);
         for (bi, rows) in blocked.blocks.iter().enumerate() {
             for cols in &blocked.blocks[bi..] {
-                tile.count(rows, cols);
-                for i in rows.genes.lo..rows.genes.hi {
-                    for j in cols.genes.lo.max(i + 1)..cols.genes.hi {
-                        let (ci, cj) = (i - rows.genes.lo, j - cols.genes.lo);
-                        let (expected, products) = direct(&binned, i, j);
-                        let joint = tile.joint(ci, cj);
-                        for (a, row) in expected.iter().enumerate() {
-                            let got = &joint.data[a * joint.row_stride..][..row.len()];
-                            assert_eq!(
-                                got,
-                                &row[..],
-                                "block {block_genes}, pair ({i}, {j}), bin {a}"
-                            );
-                        }
-                        assert_eq!(
-                            tile.product(ci, cj).to_bits(),
-                            products.to_bits(),
-                            "pair ({i}, {j})"
-                        );
-                        tile.clear_pair(
-                            ci,
-                            cj,
-                            expected.len(),
-                            expected.first().map_or(0, Vec::len),
-                        );
-                    }
+                let width = tile.count(rows, cols);
+                match width {
+                    Width::Narrow => check_tile(&binned, &tile.narrow(cols), rows, cols),
+                    Width::Wide => check_tile(&binned, &tile.wide(cols), rows, cols),
                 }
-                tile.clear_products();
+                tile.clear(width, rows, cols);
                 assert!(
                     tile.is_clear(),
                     "block {block_genes}: counts left after clearing"
+                );
+            }
+        }
+    }
+
+    fn check_tile<T: Count + std::fmt::Debug>(
+        binned: &Binned<'_>,
+        tile: &TileCounts<'_, T>,
+        rows: &Block,
+        cols: &Block,
+    ) {
+        for i in rows.genes.lo..rows.genes.hi {
+            for j in cols.genes.lo.max(i + 1)..cols.genes.hi {
+                let (ci, cj) = (i - rows.genes.lo, j - cols.genes.lo);
+                let (expected, products) = direct(binned, i, j);
+                let joint = tile.joint((rows, ci), (cols, cj));
+                for (a, row) in expected.iter().enumerate() {
+                    let got: Vec<u32> = joint.data[a * joint.row_stride..][..row.len()]
+                        .iter()
+                        .map(|c| c.get())
+                        .collect();
+                    assert_eq!(got, &row[..], "pair ({i}, {j}), bin {a}");
+                }
+                assert_eq!(
+                    tile.product(ci, cj).to_bits(),
+                    products.to_bits(),
+                    "pair ({i}, {j})"
                 );
             }
         }
@@ -335,7 +480,9 @@ pub(crate) mod tests {
         let owned = random_binned(40, &n_bins, 0.5, 7);
         for block_genes in [1, 2, 3, 5, 12, 20] {
             for policy in [DensePolicy::Auto, DensePolicy::Always, DensePolicy::Never] {
-                check_every_tile(&owned, block_genes, policy);
+                for narrow_limit in [u64::MAX, 0] {
+                    check_every_tile(&owned, block_genes, policy, narrow_limit);
+                }
             }
         }
     }
@@ -346,7 +493,9 @@ pub(crate) mod tests {
         let owned = random_binned(25, &n_bins, 1.0, 11);
         for block_genes in [1, 3, 4, 7] {
             for policy in [DensePolicy::Auto, DensePolicy::Always, DensePolicy::Never] {
-                check_every_tile(&owned, block_genes, policy);
+                for narrow_limit in [u64::MAX, 0] {
+                    check_every_tile(&owned, block_genes, policy, narrow_limit);
+                }
             }
         }
     }

@@ -9,6 +9,8 @@
 
 use multiversion::multiversion;
 
+use crate::cooccurrence::Count;
+
 /// When blocks get bitsets (tiles of two such blocks are counted with them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DensePolicy {
@@ -65,14 +67,12 @@ pub struct DenseBlock {
     n_genes: usize,
     /// 64-bit words per bitset: `ceil(n_cells / 64)`.
     words: usize,
-    /// Bitset slots per gene (the largest number of nonzero bins).
-    stride: usize,
-    /// Nonzero bins of each gene.
-    n_bins: Vec<usize>,
+    /// The slots of each gene, as [`crate::blocks::Block::offsets`]: one bitset per slot.
+    offsets: Vec<u16>,
     /// Whether the block has bitsets.
     with_bitsets: bool,
     /// The cells with the gene in column `col` in bin `a`:
-    /// `sets[(col * stride + a - 1) * words..][..words]`; empty without bitsets.
+    /// `sets[(offsets[col] + a - 1) * words..][..words]`; empty without bitsets.
     sets: Vec<u64>,
     /// Row-major cells × genes, 0 where a gene is not expressed; empty without values.
     pub values: Vec<f64>,
@@ -87,29 +87,23 @@ pub struct Entry {
 }
 
 impl DenseBlock {
-    /// The dense form of the `entries` of a block of `n_bins.len()` genes (nonzero bins of
-    /// each, at most `stride`) over `n_cells` cells: bitsets when `with_bitsets`, values
-    /// when `with_values`.
+    /// The dense form of the `entries` of a block of `offsets.len() - 1` genes (gene `col`
+    /// with the slots `offsets[col]..offsets[col + 1]`, one per nonzero bin) over
+    /// `n_cells` cells: bitsets when `with_bitsets`, values when `with_values`.
     pub fn build(
         entries: impl Iterator<Item = Entry>,
-        (n_cells, n_bins, stride): (usize, Vec<usize>, usize),
+        (n_cells, offsets): (usize, Vec<u16>),
         with_bitsets: bool,
         with_values: bool,
     ) -> Self {
-        let n_genes = n_bins.len();
+        let n_genes = offsets.len().saturating_sub(1);
+        let n_slots = usize::from(*offsets.last().unwrap_or(&0));
         let words = n_cells.div_ceil(64);
-        let mut sets = vec![
-            0u64;
-            if with_bitsets {
-                n_genes * stride * words
-            } else {
-                0
-            }
-        ];
+        let mut sets = vec![0u64; if with_bitsets { n_slots * words } else { 0 }];
         let mut values = vec![0.0; if with_values { n_cells * n_genes } else { 0 }];
         for entry in entries {
             if with_bitsets {
-                let set = (entry.col * stride + entry.bin - 1) * words;
+                let set = (usize::from(offsets[entry.col]) + entry.bin - 1) * words;
                 sets[set + entry.cell / 64] |= 1 << (entry.cell % 64);
             }
             if with_values {
@@ -119,8 +113,7 @@ impl DenseBlock {
         DenseBlock {
             n_genes,
             words,
-            stride,
-            n_bins,
+            offsets,
             with_bitsets,
             sets,
             values,
@@ -139,36 +132,39 @@ impl DenseBlock {
 
     /// The bitsets of the gene in column `col`, one per nonzero bin, one after another.
     fn gene_sets(&self, col: usize) -> &[u64] {
-        &self.sets[col * self.stride * self.words..][..self.n_bins[col] * self.words]
+        let (first, end) = (self.offsets[col], self.offsets[col + 1]);
+        &self.sets[usize::from(first) * self.words..usize::from(end) * self.words]
     }
 
     /// Bytes held.
     pub fn nbytes(&self) -> usize {
-        8 * (self.sets.len() + self.values.len()) + 8 * self.n_bins.len()
+        8 * (self.sets.len() + self.values.len()) + 2 * self.offsets.len()
     }
 }
 
 /// Writes `n_ij(a, b)` of every pair of a gene `i` of `rows` and a gene `j` of `cols`
-/// (`j > i` when they are the same block) to `counts[(ci * stride + a - 1) * row_len +
-/// cj * stride + b - 1]`, with `ci`, `cj` the genes' columns in their blocks (the layout
-/// of a tile's counts).
-pub fn count_pairs(
+/// (`j > i` when they are the same block) to `counts[(off_i + a - 1) * row_len + off_j +
+/// b - 1]`, with `off_i`, `off_j` the genes' first slots in their blocks (the layout of a
+/// tile's counts). Every count must fit in `T`.
+pub fn count_pairs<T: Count>(
     rows: &DenseBlock,
     cols: &DenseBlock,
     same_block: bool,
-    counts: &mut [u32],
+    counts: &mut [T],
     row_len: usize,
 ) {
-    assert!(rows.with_bitsets && cols.with_bitsets && rows.stride == cols.stride);
-    let stride = rows.stride;
+    assert!(rows.with_bitsets && cols.with_bitsets);
     if rows.words == 0 {
         return; // no cell: every count is 0
     }
     for ci in 0..rows.n_genes {
         let first = if same_block { ci + 1 } else { 0 };
         for cj in first..cols.n_genes {
-            let at = ci * stride * row_len + cj * stride;
             let sets = (rows.gene_sets(ci), cols.gene_sets(cj));
+            if sets.0.is_empty() || sets.1.is_empty() {
+                continue; // a gene without a nonzero bin: no count
+            }
+            let at = usize::from(rows.offsets[ci]) * row_len + usize::from(cols.offsets[cj]);
             pair_counts(sets, rows.words, &mut counts[at..], row_len);
         }
     }
@@ -182,11 +178,17 @@ pub fn count_pairs(
     "x86_64+avx2+popcnt",
     "x86_64+popcnt",
 ))]
-fn pair_counts((xs, ys): (&[u64], &[u64]), words: usize, counts: &mut [u32], row_len: usize) {
+fn pair_counts<T: Count>(
+    (xs, ys): (&[u64], &[u64]),
+    words: usize,
+    counts: &mut [T],
+    row_len: usize,
+) {
     for (a, x) in xs.chunks_exact(words).enumerate() {
         let row = &mut counts[a * row_len..][..ys.len() / words];
         for (count, y) in row.iter_mut().zip(ys.chunks_exact(words)) {
-            *count = x.iter().zip(y).map(|(p, q)| (p & q).count_ones()).sum();
+            let n: u32 = x.iter().zip(y).map(|(p, q)| (p & q).count_ones()).sum();
+            *count = T::of(n);
         }
     }
 }
@@ -214,9 +216,9 @@ mod tests {
                 cells.push((cell, 1, 1));
             }
         }
-        let block = DenseBlock::build(entries(&cells), (70, vec![2, 1], 2), true, true);
+        let block = DenseBlock::build(entries(&cells), (70, vec![0, 2, 3]), true, true);
         assert!(block.has_bitsets());
-        let row_len = 4;
+        let row_len = 3;
         let mut counts = vec![0u32; row_len * row_len];
         count_pairs(&block, &block, true, &mut counts, row_len);
         // Pair (0, 1): gene 0 in bin 1 (even cells) or 2 (odd), gene 1 in multiples of 3.
@@ -233,9 +235,9 @@ mod tests {
 
     #[test]
     fn no_cells_count_nothing() {
-        let block = DenseBlock::build(entries(&[]), (0, vec![3, 2], 3), true, false);
-        let mut counts = vec![0u32; 36];
-        count_pairs(&block, &block, false, &mut counts, 6);
+        let block = DenseBlock::build(entries(&[]), (0, vec![0, 3, 5]), true, false);
+        let mut counts = vec![0u32; 25];
+        count_pairs(&block, &block, false, &mut counts, 5);
         assert!(counts.iter().all(|&c| c == 0));
     }
 

@@ -12,6 +12,7 @@
 use std::f64::consts::LN_2;
 
 use crate::binned::Binned;
+use crate::cooccurrence::Count;
 
 /// What the finish turns each pair's counts into (`geneverse.kernels.Scoring`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -157,15 +158,15 @@ impl GeneTables {
 /// The co-occurrence counts `n_ij(a, b)` of one pair, `a, b >= 1`, inside a larger buffer:
 /// `n_ij(a + 1, b + 1) = data[a * row_stride + b]`.
 #[derive(Clone, Copy, Debug)]
-pub struct JointCounts<'a> {
-    pub data: &'a [u32],
+pub struct JointCounts<'a, T = u32> {
+    pub data: &'a [T],
     pub row_stride: usize,
 }
 
-impl<'a> JointCounts<'a> {
+impl<'a, T> JointCounts<'a, T> {
     /// Counts of nonzero bin `a + 1` of the row gene against the first `n_cols` nonzero bins
     /// of the column gene.
-    fn row(&self, a: usize, n_cols: usize) -> &'a [u32] {
+    fn row(&self, a: usize, n_cols: usize) -> &'a [T] {
         &self.data[a * self.row_stride..a * self.row_stride + n_cols]
     }
 }
@@ -207,9 +208,9 @@ impl<'a> PairFinisher<'a> {
 
     /// The scores of genes `i` (rows of `joint`) and `j != i` (columns), whose sign values'
     /// products summed over the cells expressing both are `products`.
-    pub fn finish(
+    pub fn finish<T: Count>(
         &mut self,
-        joint: JointCounts<'_>,
+        joint: JointCounts<'_, T>,
         (i, j): (usize, usize),
         products: f64,
     ) -> PairScores {
@@ -217,9 +218,9 @@ impl<'a> PairFinisher<'a> {
         let scoring = self.scoring;
         let (gene_i, gene_j) = (&t.genes[i], &t.genes[j]);
         let table = if scoring.miller_madow {
-            self.table::<true>(joint, gene_i, gene_j)
+            self.table::<true, T>(joint, gene_i, gene_j)
         } else {
-            self.table::<false>(joint, gene_i, gene_j)
+            self.table::<false, T>(joint, gene_i, gene_j)
         };
         let xlogx = &t.xlogx;
         let n_cells = t.n_cells;
@@ -268,9 +269,9 @@ impl<'a> PairFinisher<'a> {
     /// either gene, in the docs' order: row by row, each row's sum `t` from 0.0 and then
     /// `S += t + xlogx[u]`; then the column-only cells.
     #[inline(always)]
-    fn table<const NONZERO: bool>(
+    fn table<const NONZERO: bool, T: Count>(
         &mut self,
-        joint: JointCounts<'_>,
+        joint: JointCounts<'_, T>,
         gene_i: &Gene,
         gene_j: &Gene,
     ) -> Table {
@@ -287,6 +288,7 @@ impl<'a> PairFinisher<'a> {
             let mut row_xlogx = 0.0;
             let mut row_sum = 0u32;
             for (&count, col_sum) in joint.row(a, n_cols).iter().zip(col_sums.iter_mut()) {
+                let count = count.get();
                 row_xlogx += xlogx[count as usize];
                 row_sum += count;
                 *col_sum += count;

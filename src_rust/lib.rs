@@ -24,7 +24,7 @@ use pyo3::prelude::*;
 use crate::binned::Binned;
 use crate::blocks::{GeneBlock, MAX_BLOCK_GENES};
 use crate::finish::Scoring;
-use crate::rows::{default_block_genes, ScoreKernel, ScoresMut};
+use crate::rows::{default_block_genes_of, ScoreKernel, ScoresMut};
 
 /// The arrays of scores of a request: the MI, and with a test the statistic and dof.
 type ScoreArrays<'py> = (
@@ -124,7 +124,7 @@ fn gene_index(name: &str, value: i64, n_genes: usize) -> PyResult<usize> {
 /// ``CooccurrenceKernel(data, *, signed, include_zeros, miller_madow, g_test,
 /// sign_tolerance, n_jobs, block_genes=None)`` checks ``data`` (a ``BinnedGenes``, whose
 /// arrays are borrowed as they are, never converted) and builds the kernel's own blocked
-/// copy of the entries (about 11 bytes per entry when signed, 3 otherwise, plus the dense
+/// copy of the entries (about 10 bytes per entry when signed, 2 otherwise, plus the dense
 /// form of blocks that most cells express); :meth:`scores` then counts and finishes
 /// blocks of pairs. Everything runs on ``n_jobs`` threads (0: one per core) with the GIL
 /// released. ``block_genes`` (genes per block, 1 to 256) is for tuning; the results do
@@ -174,11 +174,7 @@ impl CooccurrenceKernel {
                     "block_genes must be in 1..={MAX_BLOCK_GENES} (got {n})"
                 )))
             }
-            None => {
-                let cells_by_genes = (binned.n_cells() * binned.n_genes()).max(1);
-                let density = binned.genes.len() as f64 / cells_by_genes as f64;
-                default_block_genes(binned.max_bins - 1, density)
-            }
+            None => default_block_genes_of(&binned),
         };
         let build = || -> Result<ScoreKernel, String> {
             binned

@@ -11,31 +11,41 @@
 use rayon::prelude::*;
 
 use crate::binned::Binned;
-use crate::blocks::{BlockedGenes, GeneBlock, MAX_BLOCK_GENES};
-use crate::cooccurrence::TileAccumulator;
+use crate::blocks::{Block, BlockedGenes, GeneBlock, MAX_BLOCK_GENES};
+use crate::cooccurrence::{Count, TileAccumulator, TileCounts, Width};
 use crate::dense::DensePolicy;
 use crate::finish::{GeneTables, PairFinisher, Scoring};
 
 /// Bytes of a tile's counts for dense data: a good part of a core's L2 cache (every
 /// count is reached from every cell, so the tile should stay there).
-const DENSE_TILE_BYTES: usize = 320 << 10;
+const DENSE_TILE_BYTES: usize = 160 << 10;
 
 /// Most bytes of a tile's counts for sparse data (a cell reaches few counts of a tile).
-const SPARSE_TILE_BYTES: usize = 8 << 20;
+const SPARSE_TILE_BYTES: usize = 1 << 20;
 
 /// Entries of a block a cell should have on average, so that the cost of visiting a cell
 /// (once per tile) is small next to its `entries²` increments.
 const ENTRIES_PER_VISIT: f64 = 12.0;
 
-/// Genes per block for genes with up to `stride` nonzero bins and a fraction `density` of
-/// their entries expressed: the larger of a tile whose counts, `(block_genes · stride)²`
-/// of `u32`, fit in [`DENSE_TILE_BYTES`], and blocks in which a cell has about
-/// [`ENTRIES_PER_VISIT`] entries (within [`SPARSE_TILE_BYTES`] of counts).
-pub fn default_block_genes(stride: usize, density: f64) -> usize {
-    let slots = |bytes: usize| ((bytes / 4) as f64).sqrt() / stride.max(1) as f64;
+/// Genes per block for genes with `mean_bins` nonzero bins on average and a fraction
+/// `density` of their entries expressed: the larger of a tile whose counts,
+/// `(block_genes · mean_bins)²` of `u16`, fit in [`DENSE_TILE_BYTES`], and blocks in which
+/// a cell has about [`ENTRIES_PER_VISIT`] entries (within [`SPARSE_TILE_BYTES`] of
+/// counts).
+pub fn default_block_genes(mean_bins: f64, density: f64) -> usize {
+    let slots = |bytes: usize| ((bytes / 2) as f64).sqrt() / mean_bins.max(1.0);
     let for_cache = slots(DENSE_TILE_BYTES);
     let for_visits = (ENTRIES_PER_VISIT / density.max(1e-9)).min(slots(SPARSE_TILE_BYTES));
     (for_cache.max(for_visits) as usize).clamp(8, MAX_BLOCK_GENES)
+}
+
+/// [`default_block_genes`] of `binned`: from its genes' mean number of nonzero bins and
+/// its share of expressed entries.
+pub fn default_block_genes_of(binned: &Binned<'_>) -> usize {
+    let n_genes = binned.n_genes().max(1);
+    let slots: usize = binned.n_bins.iter().map(|&k| k.max(1) as usize - 1).sum();
+    let density = binned.genes.len() as f64 / (binned.n_cells() * n_genes).max(1) as f64;
+    default_block_genes(slots as f64 / n_genes as f64, density)
 }
 
 /// The outputs of a request, row-major `rows × columns`: the MI, and with a test the
@@ -77,6 +87,8 @@ pub struct ScoreKernel {
     blocks: BlockedGenes,
     tables: GeneTables,
     scoring: Scoring,
+    /// Tiles whose counts are at most this are counted in `u16` (65,535 but in tests).
+    narrow_limit: u64,
 }
 
 impl ScoreKernel {
@@ -98,6 +110,7 @@ impl ScoreKernel {
             blocks: BlockedGenes::build(binned, block_genes, scoring.signed, policy),
             tables: GeneTables::new(binned),
             scoring,
+            narrow_limit: u16::MAX.into(),
         }
     }
 
@@ -244,58 +257,59 @@ impl ScoreKernel {
 
     fn tile_state(&self) -> TileState<'_> {
         TileState {
-            tile: TileAccumulator::new(self.block_genes(), self.blocks.stride, self.scoring.signed),
+            tile: TileAccumulator::with_narrow_limit(
+                self.block_genes(),
+                self.blocks.max_slots,
+                self.scoring.signed,
+                self.narrow_limit,
+            ),
             finisher: PairFinisher::new(&self.tables, self.scoring),
         }
     }
 
-    /// Counts the tile `(bi, bj)`, then calls `take` on every pair `i < j` of it whose row
-    /// gene is in `rows` and column gene in `cols` (with the genes and their columns in
-    /// the tile), and clears the tile.
-    fn take_pairs(
-        &self,
-        tile: &mut TileAccumulator,
-        (bi, bj): (usize, usize),
-        (rows, cols): (GeneBlock, GeneBlock),
-        mut take: impl FnMut(&TileAccumulator, (usize, usize), (usize, usize)),
-    ) {
-        let (row_block, col_block) = (&self.blocks.blocks[bi], &self.blocks.blocks[bj]);
-        tile.count(row_block, col_block);
-        let (row_genes, col_genes) = (row_block.genes, col_block.genes);
-        for i in row_genes.lo..row_genes.hi {
-            let ci = i - row_genes.lo;
-            let wanted = rows.lo <= i && i < rows.hi;
-            let bins_i = self.tables.nonzero_bins(i);
-            for j in col_genes.lo.max(i + 1)..col_genes.hi {
-                let cj = j - col_genes.lo;
-                if wanted && cols.lo <= j && j < cols.hi {
-                    take(tile, (i, ci), (j, cj));
-                }
-                tile.clear_pair(ci, cj, bins_i, self.tables.nonzero_bins(j));
+    /// Counts a tile and finishes it into its pieces of the outputs: the pairs `j > i` of
+    /// its rows and columns (the others are a row block's mirrored part); then clears it.
+    fn tile(&self, state: &mut TileState<'_>, job: TileJob<'_>) {
+        let (row_block, col_block) = (&self.blocks.blocks[job.bi], &self.blocks.blocks[job.bj]);
+        let tile = &mut state.tile;
+        let width = tile.count(row_block, col_block);
+        let blocks = (row_block, col_block);
+        match width {
+            Width::Narrow => {
+                self.finish_tile(&tile.narrow(col_block), blocks, &mut state.finisher, job)
+            }
+            Width::Wide => {
+                self.finish_tile(&tile.wide(col_block), blocks, &mut state.finisher, job)
             }
         }
-        tile.clear_products();
+        tile.clear(width, row_block, col_block);
         debug_assert!(tile.is_clear());
     }
 
-    /// Finishes a tile into its pieces of the outputs: the pairs `j > i` of its rows and
-    /// columns (the others are a row block's mirrored part).
-    fn tile(&self, state: &mut TileState<'_>, job: TileJob<'_>) {
+    /// Finishes the pairs `i < j` of a counted tile whose row gene is in the job's rows
+    /// and column gene in its columns, into the job's pieces of the outputs.
+    fn finish_tile<T: Count>(
+        &self,
+        counts: &TileCounts<'_, T>,
+        (row_block, col_block): (&Block, &Block),
+        finisher: &mut PairFinisher<'_>,
+        job: TileJob<'_>,
+    ) {
         let TileJob {
-            bi,
-            bj,
             rows,
             cols,
             mut pieces,
+            ..
         } = job;
-        let finisher = &mut state.finisher;
-        self.take_pairs(
-            &mut state.tile,
-            (bi, bj),
-            (rows, cols),
-            |tile, (i, ci), (j, cj)| {
-                let scores = finisher.finish(tile.joint(ci, cj), (i, j), tile.product(ci, cj));
-                let (r, c) = (i - rows.lo, j - cols.lo);
+        let (row_genes, col_genes) = (row_block.genes, col_block.genes);
+        for i in rows.lo..rows.hi {
+            let ci = i - row_genes.lo;
+            let r = i - rows.lo;
+            for j in cols.lo.max(i + 1)..cols.hi {
+                let cj = j - col_genes.lo;
+                let joint = counts.joint((row_block, ci), (col_block, cj));
+                let scores = finisher.finish(joint, (i, j), counts.product(ci, cj));
+                let c = j - cols.lo;
                 pieces.mi[r][c] = scores.mi;
                 if let Some(row) = pieces.statistic.get_mut(r) {
                     row[c] = scores.statistic;
@@ -303,8 +317,8 @@ impl ScoreKernel {
                 if let Some(row) = pieces.dof.get_mut(r) {
                     row[c] = scores.dof;
                 }
-            },
-        );
+            }
+        }
     }
 }
 
@@ -611,7 +625,7 @@ mod tests {
             let owned = example(80, 31, density, 13);
             let rows = GeneBlock { lo: 2, hi: 29 };
             for scoring in every_scoring() {
-                let default = default_block_genes(owned.max_bins - 1, density);
+                let default = default_block_genes_of(&owned.view());
                 let baseline = bits(&kernel(&owned, scoring, default), rows, 2);
                 let rectangle = bits(
                     &kernel(&owned, scoring, default),
@@ -654,6 +668,130 @@ mod tests {
             .blocks
             .iter()
             .all(|block| block.dense.is_none()));
+    }
+
+    #[test]
+    fn genes_without_bins_at_the_end_of_a_block() {
+        // Genes 1, 2 and 4 have no nonzero bin: their slots start at the end of the tile.
+        let bins = vec![
+            vec![1, 0, 0, 1, 0],
+            vec![0, 0, 0, 1, 0],
+            vec![1, 0, 0, 0, 0],
+        ];
+        let values = vec![vec![2.0, 0.0, 0.0, 1.0, 0.0]; 3];
+        let owned = OwnedBinned::from_dense(&bins, &values, &[2, 1, 1, 2, 1]);
+        for scoring in every_scoring() {
+            let expected = reference(&owned, scoring);
+            for (block_genes, policy) in [1, 2, 3, 5]
+                .into_iter()
+                .flat_map(|b| POLICIES.map(|p| (b, p)))
+            {
+                let kernel = ScoreKernel::with_policy(&owned.view(), scoring, block_genes, policy);
+                let (mi, _, dof) = run(&kernel, GeneBlock { lo: 0, hi: 5 }, 0);
+                for (at, &got) in mi.iter().enumerate() {
+                    let (i, j) = (at / 5, at % 5);
+                    let want = if i == j { 0.0 } else { expected[i][j].mi };
+                    assert!(
+                        (f64::from(got) - want).abs() < 1e-6,
+                        "{scoring:?} ({i}, {j})"
+                    );
+                    if scoring.g_test {
+                        assert_eq!(dof[at], expected[i][j].dof, "{scoring:?} ({i}, {j})");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn u32_tiles_equal_u16_tiles() {
+        for density in [0.3, 1.0] {
+            let owned = example(80, 31, density, 29);
+            for scoring in every_scoring() {
+                for policy in POLICIES {
+                    let narrow = ScoreKernel::with_policy(&owned.view(), scoring, 7, policy);
+                    let mut wide = ScoreKernel::with_policy(&owned.view(), scoring, 7, policy);
+                    wide.narrow_limit = 0; // every tile with an entry in u32
+                    let rows = GeneBlock { lo: 0, hi: 31 };
+                    let case = format!("{scoring:?} {policy:?} density {density}");
+                    assert_eq!(bits(&wide, rows, 0), bits(&narrow, rows, 0), "{case}");
+                }
+            }
+        }
+    }
+
+    /// Genes 0, 1 and 3 with a bin of more than 65,535 cells, gene 2 sparse, gene 4 with
+    /// two bins of about half the cells; small integer values (exact covariances).
+    fn many_cells() -> OwnedBinned {
+        let n_cells = 70_000;
+        let mut next = xorshift(31);
+        let mut bins = vec![vec![0u8; 5]; n_cells];
+        let mut values = vec![vec![0.0; 5]; n_cells];
+        for (cell_bins, cell_values) in bins.iter_mut().zip(&mut values) {
+            let r: Vec<u64> = (0..5).map(|_| next() % 1000).collect();
+            cell_bins[0] = if r[0] < 980 { 1 } else { 2 };
+            cell_bins[1] = if r[1] < 970 { 2 } else { (r[1] % 3) as u8 };
+            cell_bins[2] = if r[2] < 100 { 1 + (r[2] % 3) as u8 } else { 0 };
+            cell_bins[3] = if r[3] < 990 { cell_bins[0] } else { 0 };
+            cell_bins[4] = if r[4] < 995 { 1 + (r[4] % 2) as u8 } else { 0 };
+            for (x, (&b, &r)) in cell_values.iter_mut().zip(cell_bins.iter().zip(&r)) {
+                *x = if b > 0 {
+                    f64::from(b) + (r % 2) as f64
+                } else {
+                    0.0
+                };
+            }
+        }
+        OwnedBinned::from_dense(&bins, &values, &[3, 3, 4, 3, 3])
+    }
+
+    #[test]
+    fn bins_of_more_than_65535_cells_are_counted_in_u32() {
+        let owned = many_cells();
+        let largest: Vec<i64> = (0..5)
+            .map(|g| *owned.view().nonzero_bin_counts(g).iter().max().unwrap())
+            .collect();
+        assert!(largest[0] > 65_535 && largest[1] > 65_535 && largest[3] > 65_535);
+        assert!(largest[2] <= 65_535 && largest[4] <= 65_535);
+        for scoring in [Scoring::default_score(2f64.powi(-32)), recommended()] {
+            let expected = reference(&owned, scoring);
+            let mut results = Vec::new();
+            for (block_genes, policy) in [
+                (1, DensePolicy::Auto),
+                (2, DensePolicy::Never),
+                (5, DensePolicy::Always),
+            ] {
+                let kernel = ScoreKernel::with_policy(&owned.view(), scoring, block_genes, policy);
+                let tile = kernel.tile_state().tile;
+                let blocks = &kernel.blocks.blocks;
+                // Tiles of two blocks with such a bin are u32, the others u16.
+                assert_eq!(tile.width(&blocks[0], &blocks[0]), Width::Wide);
+                if block_genes == 1 {
+                    assert_eq!(tile.width(&blocks[0], &blocks[1]), Width::Wide);
+                    assert_eq!(tile.width(&blocks[0], &blocks[2]), Width::Narrow);
+                    assert_eq!(tile.width(&blocks[1], &blocks[4]), Width::Narrow);
+                }
+                let (mi, statistic, dof) = run(&kernel, GeneBlock { lo: 0, hi: 5 }, 0);
+                for (i, expected_i) in expected.iter().enumerate() {
+                    for j in (0..5).filter(|&j| j != i) {
+                        let (at, want) = (i * 5 + j, expected_i[j]);
+                        let case = format!("{scoring:?} {block_genes} ({i}, {j})");
+                        assert!(
+                            (f64::from(mi[at]) - want.mi).abs() < 1e-6,
+                            "{case}: {}",
+                            mi[at]
+                        );
+                        if scoring.g_test {
+                            let error = (statistic[at] - want.statistic).abs();
+                            assert!(error <= 1e-9 * want.statistic.max(1.0), "{case}");
+                            assert_eq!(dof[at], want.dof, "{case}");
+                        }
+                    }
+                }
+                results.push(bits(&kernel, GeneBlock { lo: 0, hi: 5 }, 0));
+            }
+            assert!(results.windows(2).all(|w| w[0] == w[1]), "{scoring:?}");
+        }
     }
 
     #[test]
@@ -743,20 +881,20 @@ mod tests {
 
     #[test]
     fn default_blocks_fit_the_budgets() {
-        for stride in [0, 1, 2, 9, 19, 64, 255] {
+        for mean_bins in [0.0, 1.0, 2.5, 9.0, 19.0, 64.0, 255.0] {
             for density in [0.0, 0.01, 0.1, 0.5, 1.0] {
-                let block_genes = default_block_genes(stride, density);
-                let bytes = (block_genes * stride).pow(2) * 4;
+                let block_genes = default_block_genes(mean_bins, density);
+                let bytes = (block_genes as f64 * mean_bins).powi(2) * 2.0;
                 assert!((8..=MAX_BLOCK_GENES).contains(&block_genes));
                 assert!(
-                    bytes <= SPARSE_TILE_BYTES || block_genes == 8,
-                    "{stride}: {block_genes}"
+                    bytes <= SPARSE_TILE_BYTES as f64 || block_genes == 8,
+                    "{mean_bins}: {block_genes}"
                 );
             }
         }
         // Dense data: the tile fits the cache budget; sparse data: larger blocks.
-        assert_eq!(default_block_genes(10, 1.0), 28);
-        assert_eq!(default_block_genes(10, 0.1), 120);
-        assert!(default_block_genes(10, 0.01) <= 144);
+        assert_eq!(default_block_genes(10.0, 1.0), 28);
+        assert_eq!(default_block_genes(10.0, 0.1), 72);
+        assert!(default_block_genes(4.0, 0.05) >= 150);
     }
 }
