@@ -250,6 +250,33 @@ def test_equals_the_oracle(scoring, n_bins, density):
         np.testing.assert_allclose(p_got, p, atol=1e-6, rtol=0)
 
 
+@pytest.fixture(scope="module")
+def many_cells() -> BinnedGenes:
+    """70,000 cells: genes 0, 1 and 4 with a bin of more than 65,535 cells (counted in
+    ``u32`` tiles with each other, in ``u16`` tiles with the others), heavy ties."""
+    rng = np.random.default_rng(7)
+    n = 70_000
+    X = np.zeros((n, 6))
+    X[:, 0] = np.where(rng.random(n) < 0.97, 1.0, rng.integers(2, 6, n))
+    X[:, 1] = np.where(rng.random(n) < 0.96, 3.0, rng.integers(0, 9, n))
+    X[:, 2] = rng.poisson(0.3, n)
+    X[:, 3] = rng.integers(1, 4, n) * (rng.random(n) < 0.99)
+    X[:, 4] = X[:, 0] * (rng.random(n) < 0.995)
+    X[:, 5] = rng.poisson(2.0, n) * (rng.random(n) < 0.5)
+    return _binned(X)
+
+
+@pytest.mark.parametrize("scoring", [DEFAULT, RECOMMENDED, Scoring(signed=False)], ids=_name)
+def test_bins_of_more_than_65535_cells_equal_the_numpy_kernel(many_cells, scoring):
+    largest = many_cells.bin_counts.max(axis=1)
+    assert (largest[[0, 1, 4]] > 65_535).all() and (largest[[2, 3, 5]] <= 65_535).all()
+    expected = _full(NumpyKernel(many_cells, scoring, n_jobs=1), 6)
+    _assert_same_scores(_full(RustKernel(many_cells, scoring, n_jobs=2), 4), expected)
+    for block_genes in (1, 2, 6):
+        core = _core_kernel(many_cells, scoring, n_jobs=2, block_genes=block_genes)
+        _assert_same_scores(PairScores(*core.scores(0, 6)), expected, f"{block_genes}")
+
+
 @pytest.mark.parametrize("scoring", [DEFAULT, RECOMMENDED], ids=_name)
 def test_rectangles_are_slices_of_row_blocks(data, scoring):
     kernel = RustKernel(data, scoring, n_jobs=2)

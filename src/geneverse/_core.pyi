@@ -57,7 +57,7 @@ class CooccurrenceKernel:
 
     The constructor checks ``data`` completely (``ValueError`` saying what is wrong,
     ``TypeError`` for a wrong dtype) and builds the kernel's blocked copy of the entries
-    (about 11 bytes per entry when ``signed``, 3 otherwise, plus a values matrix and
+    (about 10 bytes per entry when ``signed``, 2 otherwise, plus a values matrix and
     bitsets for blocks that most cells express). A pair's sign counts only when
     ``|N * P - S_i * S_j|`` exceeds ``sign_tolerance`` times its rounding error bound.
     Everything runs on ``n_jobs`` threads (0: one per core) with the GIL released.

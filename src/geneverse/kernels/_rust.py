@@ -49,11 +49,13 @@ class RustKernel(Kernel):
     """Counts co-occurrences in compiled Rust with rayon threads, the GIL released.
 
     At construction the core checks the input and copies its entries into blocks of genes
-    (a few dozen genes each, from the number of bins, so that a tile's counts fit in a
-    core's L2 cache), each block's entries cell after cell: about 11 bytes per entry (3
-    when unsigned). A tile, a block of rows × a block of columns, is then one scan over two
-    sequential streams that counts the pairs of each cell's entries, and each of its pairs
-    is finished at once into its scores, in the order of operations every backend follows.
+    (a few dozen to a few hundred genes each, from their bins and density, so that a
+    tile's counts fit in a core's L2 cache), each block's entries cell after cell: about
+    10 bytes per entry (2 when unsigned). A tile, a block of rows × a block of columns, is
+    then one scan over two sequential streams that counts the pairs of each cell's entries
+    (in ``u16`` counts unless a bin of a gene of each block holds more than 65,535 cells),
+    and each of its pairs is finished at once into its scores, in the order of operations
+    every backend follows.
     Blocks that most cells express also get their sign values as a matrix (8 bytes per
     cell and gene) and, where the CPU makes it pay (AVX-512 ``VPOPCNTQ``, chosen at run
     time), each gene's cells per bin as bitsets: their tiles are counted as
