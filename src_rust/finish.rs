@@ -11,7 +11,7 @@
 
 use std::f64::consts::LN_2;
 
-use crate::binned::Binned;
+use crate::binned::{Binned, MAX_BINS};
 use crate::cooccurrence::Count;
 
 /// What the finish turns each pair's counts into (`geneverse.kernels.Scoring`).
@@ -188,6 +188,43 @@ struct Table {
     nonzero: i64,
 }
 
+impl Table {
+    /// Adds the row of the row gene's bin `a` (`n_a` cells), whose counts against the
+    /// column gene's bins are `row`: `S += t + xlogx[u]`, `t` its counts' terms from 0.0,
+    /// `u = n_a - r_a` its cells without the column gene. Adds the counts to `col_sums`
+    /// (sets them on the `FIRST` row).
+    #[inline(always)]
+    fn add_row<const NONZERO: bool, T: Count, const FIRST: bool>(
+        &mut self,
+        xlogx: &[f64],
+        n_a: u32,
+        row: &[T],
+        col_sums: &mut [u32],
+    ) {
+        let mut row_xlogx = 0.0;
+        let mut row_sum = 0u32;
+        for (&count, col_sum) in row.iter().zip(col_sums.iter_mut()) {
+            let count = count.get();
+            row_xlogx += xlogx[count as usize];
+            row_sum += count;
+            if FIRST {
+                *col_sum = count;
+            } else {
+                *col_sum += count;
+            }
+            if NONZERO {
+                self.nonzero += i64::from(count > 0);
+            }
+        }
+        let only_row = n_a - row_sum;
+        self.s += row_xlogx + xlogx[only_row as usize];
+        if NONZERO {
+            self.nonzero += i64::from(only_row > 0);
+        }
+        self.both += row_sum;
+    }
+}
+
 /// Finishes pairs; holds the one scratch buffer that needs, so it is made once per thread.
 pub struct PairFinisher<'a> {
     tables: &'a GeneTables,
@@ -202,7 +239,7 @@ impl<'a> PairFinisher<'a> {
         PairFinisher {
             tables,
             scoring,
-            col_sums: Vec::new(),
+            col_sums: vec![0; MAX_BINS],
         }
     }
 
@@ -276,41 +313,33 @@ impl<'a> PairFinisher<'a> {
         gene_j: &Gene,
     ) -> Table {
         let t = self.tables;
-        let xlogx = &t.xlogx[..];
         let n_cols = gene_j.bins;
-        let col_sums = &mut self.col_sums;
-        col_sums.clear();
-        col_sums.resize(n_cols, 0);
-        let mut s = 0.0;
-        let mut both = 0u32;
-        let mut nonzero = 0i64;
-        for (a, &n_a) in t.bin_counts(gene_i).iter().enumerate() {
-            let mut row_xlogx = 0.0;
-            let mut row_sum = 0u32;
-            for (&count, col_sum) in joint.row(a, n_cols).iter().zip(col_sums.iter_mut()) {
-                let count = count.get();
-                row_xlogx += xlogx[count as usize];
-                row_sum += count;
-                *col_sum += count;
-                if NONZERO {
-                    nonzero += i64::from(count > 0);
-                }
+        let col_sums = &mut self.col_sums[..n_cols];
+        let mut table = Table {
+            s: 0.0,
+            both: 0,
+            nonzero: 0,
+        };
+        let rows = t.bin_counts(gene_i);
+        if let Some((&n_1, rest)) = rows.split_first() {
+            // The first row sets the column sums, the others add to them.
+            let row = joint.row(0, n_cols);
+            table.add_row::<NONZERO, T, true>(&t.xlogx, n_1, row, col_sums);
+            for (a, &n_a) in rest.iter().enumerate() {
+                let row = joint.row(a + 1, n_cols);
+                table.add_row::<NONZERO, T, false>(&t.xlogx, n_a, row, col_sums);
             }
-            let only_row = n_a - row_sum;
-            s += row_xlogx + xlogx[only_row as usize];
-            if NONZERO {
-                nonzero += i64::from(only_row > 0);
-            }
-            both += row_sum;
+        } else {
+            col_sums.fill(0);
         }
         for (&n_b, &col_sum) in t.bin_counts(gene_j).iter().zip(col_sums.iter()) {
             let only_col = n_b - col_sum;
-            s += xlogx[only_col as usize];
+            table.s += t.xlogx[only_col as usize];
             if NONZERO {
-                nonzero += i64::from(only_col > 0);
+                table.nonzero += i64::from(only_col > 0);
             }
         }
-        Table { s, both, nonzero }
+        table
     }
 
     /// `mi > 0` kept, negated, or 0, by the sign of the pair's covariance and its error
