@@ -10,6 +10,7 @@
 
 pub mod binned;
 pub mod blocks;
+pub mod chi2;
 pub mod cooccurrence;
 pub mod dense;
 pub mod finish;
@@ -17,7 +18,10 @@ pub mod pool;
 pub mod products;
 pub mod rows;
 
-use numpy::{PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{
+    PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArrayDyn,
+    PyUntypedArrayMethods,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -271,10 +275,45 @@ impl CooccurrenceKernel {
     }
 }
 
+/// The G-test's p-values, `chi2.sf(statistic, dof)` as `float32` in the shape of
+/// `statistic`, 1 where `dof` is 0, computed in closed form on `n_jobs` threads (0: one
+/// per core) with the GIL released.
+#[pyfunction]
+#[pyo3(signature = (statistic, dof, n_jobs=0))]
+fn chi2_pvalues<'py>(
+    py: Python<'py>,
+    statistic: PyReadonlyArrayDyn<'py, f64>,
+    dof: PyReadonlyArrayDyn<'py, i32>,
+    n_jobs: usize,
+) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+    if statistic.shape() != dof.shape() {
+        return Err(PyValueError::new_err(format!(
+            "statistic and dof must have the same shape (got {:?} and {:?})",
+            statistic.shape(),
+            dof.shape()
+        )));
+    }
+    let pvalues = PyArrayDyn::<f32>::zeros(py, statistic.shape(), false);
+    {
+        let mut out = pvalues.readwrite();
+        let out = out.as_slice_mut().expect("a new array is contiguous");
+        let not_contiguous = |_| PyValueError::new_err("statistic and dof must be C-contiguous");
+        let (statistic, dof) = (
+            statistic.as_slice().map_err(not_contiguous)?,
+            dof.as_slice().map_err(not_contiguous)?,
+        );
+        py.detach(|| pool::install(n_jobs, || chi2::pvalues(statistic, dof, out)))
+            .and_then(|done| done)
+            .map_err(PyValueError::new_err)?;
+    }
+    Ok(pvalues)
+}
+
 /// The compiled core of geneverse.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<CooccurrenceKernel>()?;
+    m.add_function(wrap_pyfunction!(chi2_pvalues, m)?)?;
     Ok(())
 }

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import scipy.stats
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import sparse
@@ -81,6 +81,32 @@ def test_g_test_pvalues_of_untested_pairs_are_one():
     np.testing.assert_allclose(
         p, [[1.0, scipy.stats.chi2.sf(3.84, 1), scipy.stats.chi2.sf(100, 4)]], rtol=1e-6
     )
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    statistic=hnp.arrays(
+        np.float64, st.integers(1, 300), elements=st.floats(0, 5_000, allow_nan=False)
+    ),
+    seed=st.integers(0, 2**16),
+    max_dof=st.sampled_from([1, 4, 9, 100, 400]),
+)
+@pytest.mark.parametrize("with_core", [True, False], ids=["core", "scipy"])
+def test_g_test_pvalues_equal_scipys_chi2_survival(
+    statistic, seed, max_dof, with_core, monkeypatch
+):
+    """The closed form of the core (and scipy's, without it) within float32 rounding, from
+    p near 1 to p underflowing to 0, with and without degrees of freedom."""
+    dof = np.random.default_rng(seed).integers(0, max_dof + 1, statistic.size).astype(np.int32)
+    with monkeypatch.context() as patch:
+        if not with_core:
+            patch.setattr(gs, "_compiled_core", lambda: None)
+        p = g_test_pvalues(statistic, dof, n_jobs=2)
+    expected = np.where(dof > 0, scipy.stats.chi2.sf(statistic, np.maximum(dof, 1)), 1.0)
+    assert p.dtype == np.float32 and p.shape == statistic.shape
+    np.testing.assert_allclose(p, expected, rtol=2e-7, atol=1e-44)
 
 
 # --------------------------------------------------------------------------------------------

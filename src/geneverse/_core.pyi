@@ -5,7 +5,7 @@ from typing import Protocol, final, type_check_only
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["CooccurrenceKernel", "__version__"]
+__all__ = ["CooccurrenceKernel", "__version__", "chi2_pvalues"]
 
 __version__: str
 
@@ -100,3 +100,14 @@ class CooccurrenceKernel:
     @property
     def nbytes(self) -> int:
         """Bytes held by the kernel (its blocked copy of the entries and gene tables)."""
+
+def chi2_pvalues(
+    statistic: NDArray[np.float64], dof: NDArray[np.int32], n_jobs: int = 0
+) -> NDArray[np.float32]:
+    """The G-test's p-values, ``chi2.sf(statistic, dof)`` as ``float32`` in the shape of
+    ``statistic``, 1 where ``dof`` is 0.
+
+    Computed in closed form (a finite sum for whole degrees of freedom) on ``n_jobs``
+    threads (0: one per core), the GIL released. Both arrays must be C-contiguous and of
+    the same shape; ``ValueError`` otherwise, or for a negative ``dof``.
+    """

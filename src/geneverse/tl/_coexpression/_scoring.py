@@ -46,7 +46,7 @@ def scored_row_blocks(
         scores = kernel.scores(start, min(n_rows, start + step), first_column)
         pvalues = None
         if scores.statistic is not None:
-            pvalues = g_test_pvalues(scores.statistic, scores.dof)
+            pvalues = g_test_pvalues(scores.statistic, scores.dof, kernel.n_jobs)
         yield ScoredBlock(start, scores.mi, pvalues)
 
 
@@ -60,4 +60,4 @@ def qvalues(pvalues: np.ndarray | sparse.csr_matrix, tested: np.ndarray | None, 
     if sparse.issparse(pvalues):
         n_tests = n_genes * (n_genes - 1) // 2 if tested is None else int(tested.sum()) // 2
         return bh_qvalues_sparse(pvalues, n_tests=max(n_tests, pvalues.nnz // 2)).astype(np.float32)
-    return bh_qvalues_matrix(pvalues, mask=tested).astype(np.float32)
+    return bh_qvalues_matrix(pvalues, mask=tested)

@@ -3,18 +3,38 @@ q-values, and the permutation null."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse, special
 
 
-def g_test_pvalues(statistic: np.ndarray, dof: np.ndarray) -> np.ndarray:
-    """``chi2.sf(statistic, dof)`` of a block's pairs (``float32``), 1 where ``dof`` is 0."""
+def g_test_pvalues(statistic: np.ndarray, dof: np.ndarray, n_jobs: int = 1) -> np.ndarray:
+    """``chi2.sf(statistic, dof)`` of a block's pairs (``float32``), 1 where ``dof`` is 0.
+
+    The Rust core computes them in closed form on ``n_jobs`` threads (< 1: one per core);
+    without the core, scipy's ``chdtrc`` does.
+    """
+    statistic = np.ascontiguousarray(statistic, dtype=np.float64)
+    dof = np.ascontiguousarray(dof, dtype=np.int32)
+    core = _compiled_core()
+    if core is not None:
+        return core.chi2_pvalues(statistic, dof, max(n_jobs, 0))
     tested = dof > 0
     p = np.ones(statistic.shape, dtype=np.float32)
     p[tested] = special.chdtrc(dof[tested], statistic[tested])
     return p
+
+
+def _compiled_core():
+    """``geneverse._core`` when it imports and has ``chi2_pvalues``, else ``None``."""
+    try:
+        from ... import _core
+    except ImportError:
+        return None
+    return _core if hasattr(_core, "chi2_pvalues") else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -81,8 +101,8 @@ def bh_qvalues_matrix(pvalues: np.ndarray, mask: np.ndarray | None = None) -> np
 
     The tests are the pairs of the strict upper triangle (and of ``mask``, a symmetric
     boolean matrix of the wanted pairs, when given). Returns a symmetric ``float32``
-    matrix; the diagonal and the pairs outside ``mask`` get 1. Works row by row, without
-    ``(G^2)``-sized index arrays: memory is one copy of the tested p-values and its order.
+    matrix; the diagonal and the pairs outside ``mask`` get 1. Besides the result, memory
+    is 8 bytes per test: the sort keys, which hold the sorted p-values and their positions.
     """
     p = np.asarray(pvalues)
     n_genes = p.shape[0]
@@ -91,48 +111,72 @@ def bh_qvalues_matrix(pvalues: np.ndarray, mask: np.ndarray | None = None) -> np
     q = np.ones((n_genes, n_genes), dtype=np.float32)
     if n_genes < 2:
         return q
-    tested = [_tested_columns(mask, n_genes, i) for i in range(n_genes)]
-    flat = np.concatenate([p[i, cols] for i, cols in enumerate(tested)]).astype(np.float32)
-    _checked_pvalues(flat)
-    flat_q = _q_in_place(flat)
-    at = 0
-    for i, columns in enumerate(tested):
-        q[i, columns] = q[columns, i] = flat_q[at : at + columns.size]
-        at += columns.size
+    keys = _sort_keys(p, mask)
+    keys.sort()
+    halves = keys.view(np.uint32).reshape(-1, 2)  # views: no copy of the keys' size
+    high, low = (1, 0) if sys.byteorder == "little" else (0, 1)
+    sorted_p, positions = halves[:, high].view(np.float32), halves[:, low]
+    for start, stop, q_slice in _step_up_slices(sorted_p, keys.size):
+        q.ravel()[positions[start:stop]] = q_slice
+    _mirror_upper_triangle(q)
     return q
 
 
-def _q_in_place(p: np.ndarray) -> np.ndarray:
-    """The BH q-values of ``float32`` p-values (``>= 0``), all tested, written over them.
+def _sort_keys(p: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """One ``uint64`` key per test: the bits of its ``float32`` p-value (which order as the
+    values do, for values ``>= 0``), then its flat position ``i * G + j`` in the matrix."""
+    n_genes = p.shape[0]
+    if n_genes * n_genes > 1 << 32:
+        raise ValueError(f"{n_genes} genes are too many for a dense matrix of q-values")
+    n_tests = n_genes * (n_genes - 1) // 2 if mask is None else _n_upper(mask)
+    keys = np.empty(n_tests, dtype=np.uint64)
+    at = 0
+    for i in range(n_genes):
+        columns = _tested_columns(mask, n_genes, i)
+        row = _checked_pvalues(p[i, columns]).astype(np.float32)
+        block = keys[at : at + columns.size]
+        block[:] = row.view(np.uint32)
+        block <<= np.uint64(32)
+        block |= (i * n_genes + columns).astype(np.uint64)
+        at += columns.size
+    return keys
 
-    One sort of 64-bit keys (the value's bits, then the position) gives the order, several
-    times faster than ``argsort``; ties come in any order and share their q-value. Memory:
-    the keys, then ``float32`` arrays of the p-values' size.
-    """
-    keys = p.view(np.uint32).astype(np.uint64) << np.uint64(32)
-    keys |= np.arange(p.size, dtype=np.uint64)
-    keys.sort()
-    order = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    del keys
-    p[order] = _step_up(p[order], p.size)
-    return p
+
+def _mirror_upper_triangle(q: np.ndarray, rows: int = 256) -> None:
+    """Copies the strict upper triangle of ``q`` onto the lower one (which holds 1s, as
+    does the diagonal), a block of rows at a time."""
+    for start in range(0, q.shape[0], rows):
+        block = q[start : start + rows]
+        np.minimum(block, q[:, start : start + rows].T, out=block)
 
 
 def _step_up(sorted_p: np.ndarray, n_tests: int) -> np.ndarray:
     """``q_(k) = min_{j >= k} min(1, m p_(j) / j)`` of increasing p-values (ties share the
-    q-value of the last of them), in ``sorted_p``'s dtype, in slices from the end."""
+    q-value of the last of them), in ``sorted_p``'s dtype."""
     q = np.empty(sorted_p.shape, dtype=sorted_p.dtype)
+    for start, stop, q_slice in _step_up_slices(sorted_p, n_tests):
+        q[start:stop] = q_slice
+    return q
+
+
+def _step_up_slices(
+    sorted_p: np.ndarray, n_tests: int, step: int = 1 << 18
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """The q-values of :func:`_step_up` a slice ``start:stop`` at a time, from the end."""
     running = 1.0
-    step = 1 << 20
     for stop in range(sorted_p.size, 0, -step):
         start = max(0, stop - step)
         ranked = sorted_p[start:stop].astype(np.float64) * n_tests
         ranked /= np.arange(start + 1, stop + 1)
         ranked = np.minimum.accumulate(ranked[::-1])[::-1]
         np.minimum(ranked, running, out=ranked)
-        q[start:stop] = ranked
-        running = float(ranked[0]) if ranked.size else running
-    return q
+        running = float(ranked[0])
+        yield start, stop, ranked.astype(sorted_p.dtype)
+
+
+def _n_upper(mask: np.ndarray) -> int:
+    """The number of ``True`` entries of the strict upper triangle of ``mask``."""
+    return sum(int(np.count_nonzero(mask[i, i + 1 :])) for i in range(mask.shape[0]))
 
 
 def _tested_columns(mask: np.ndarray | None, n_genes: int, i: int) -> np.ndarray:
