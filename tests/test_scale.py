@@ -6,9 +6,12 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import sparse
 
 import geneverse as gv
+from geneverse.tl._coexpression._assemble import TopKAssembler
 
 from conftest import BACKENDS, assert_unchanged, snapshot
 
@@ -24,6 +27,26 @@ def top_k_of_dense(mi: np.ndarray, k: int) -> np.ndarray:
         keep[i, order] = True
     keep = (keep | keep.T) & (mi != 0)
     return np.where(keep, mi, 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(2, 40),
+    k=st.integers(1, 12),
+    block=st.integers(1, 15),
+    levels=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_top_k_assembler_keeps_the_definition_under_ties(n, k, block, levels, seed):
+    """Few distinct values (so many ties, and zeros), fed as row blocks in order."""
+    rng = np.random.default_rng(seed)
+    upper = np.triu(rng.integers(-levels, levels + 1, (n, n)), 1).astype(np.float32)
+    mi = upper + upper.T
+    assembler = TopKAssembler(n, k)
+    for start in range(0, n, block):
+        assembler.add(start, mi[start : start + block, start:])
+    kept, _ = assembler.result()
+    np.testing.assert_array_equal(kept.toarray(), top_k_of_dense(mi, k))
 
 
 @pytest.fixture(scope="module")

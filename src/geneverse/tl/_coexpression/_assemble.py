@@ -135,15 +135,22 @@ class TopKAssembler(Assembler):
     def _merge(self, genes, partners, values, payload) -> None:
         """Merge candidate ``partners`` (ascending in each row) into the genes' lists."""
         # Partners kept so far come from earlier blocks and have smaller indices than the
-        # candidates, so the concatenation is in ascending partner order and the stable
-        # sort breaks ties in |MI| by the smaller partner index.
+        # candidates, so in the concatenation [kept, candidates] ties in |MI| go to the
+        # earlier position, which is the smaller partner index.
         kept = [self._partner, self._value] + ([self._payload] if payload is not None else [])
         new = [partners, values] + ([payload] if payload is not None else [])
-        merged = [
-            np.concatenate([old[genes], add], axis=1) for old, add in zip(kept, new, strict=True)
+        old_values = self._value[genes]
+        chosen = _strongest(np.abs(np.concatenate([old_values, values], axis=1)), self.k)
+        from_old = chosen < self.k
+        in_old, in_new = np.minimum(chosen, self.k - 1), np.maximum(chosen - self.k, 0)
+        best = [
+            np.where(
+                from_old,
+                np.take_along_axis(old[genes], in_old, axis=1),
+                np.take_along_axis(add, in_new, axis=1),
+            )
+            for old, add in zip(kept, new, strict=True)
         ]
-        order = np.argsort(-np.abs(merged[1]), axis=1, kind="stable")[:, : self.k]
-        best = [np.take_along_axis(array, order, axis=1) for array in merged]
         by_partner = np.argsort(np.where(best[0] < 0, self.n, best[0]), axis=1)
         for old, array in zip(kept, best, strict=True):
             old[genes] = np.take_along_axis(array, by_partner, axis=1)
@@ -156,6 +163,24 @@ class TopKAssembler(Assembler):
         if self._payload is not None:
             payload = _symmetric_csr(rows, partners, self._payload[kept], self.n)
         return _symmetric_csr(rows, partners, self._value[kept], self.n), payload
+
+
+def _strongest(strength: np.ndarray, k: int) -> np.ndarray:
+    """The positions of each row's ``k`` largest values, ascending (``(rows, k)``); of tied
+    values, the earliest. One selection per row (``np.partition``), no sort."""
+    n_rows, width = strength.shape
+    if width <= k:
+        return np.broadcast_to(np.arange(width), (n_rows, width))
+    threshold = np.partition(strength, width - k, axis=1)[:, width - k, None]
+    chosen = strength > threshold
+    tied = strength == threshold
+    room = k - np.count_nonzero(chosen, axis=1)
+    crowded = np.flatnonzero(np.count_nonzero(tied, axis=1) > room)
+    if crowded.size:  # more ties than places left: the earliest of them
+        first_ties = np.cumsum(tied[crowded], axis=1, dtype=np.int32) <= room[crowded, None]
+        tied[crowded] &= first_ties
+    chosen |= tied
+    return np.nonzero(chosen)[1].reshape(n_rows, k)
 
 
 def _symmetric_csr(rows, cols, values, n: int) -> sparse.csr_matrix:
