@@ -9,7 +9,7 @@
 
 use multiversion::multiversion;
 
-use crate::cooccurrence::Count;
+use crate::count::Count;
 
 /// When blocks get bitsets (tiles of two such blocks are counted with them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

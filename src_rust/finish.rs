@@ -12,7 +12,7 @@
 use std::f64::consts::LN_2;
 
 use crate::binned::{Binned, MAX_BINS};
-use crate::cooccurrence::Count;
+use crate::count::Count;
 
 /// What the finish turns each pair's counts into (`geneverse.kernels.Scoring`).
 #[derive(Clone, Copy, Debug, PartialEq)]

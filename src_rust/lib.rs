@@ -12,6 +12,7 @@ pub mod binned;
 pub mod blocks;
 pub mod chi2;
 pub mod cooccurrence;
+pub mod count;
 pub mod dense;
 pub mod finish;
 pub mod pool;

@@ -12,7 +12,8 @@ use rayon::prelude::*;
 
 use crate::binned::Binned;
 use crate::blocks::{Block, BlockedGenes, GeneBlock, MAX_BLOCK_GENES};
-use crate::cooccurrence::{Count, TileAccumulator, TileCounts, Width};
+use crate::cooccurrence::{TileAccumulator, TileCounts, Width};
+use crate::count::Count;
 use crate::dense::DensePolicy;
 use crate::finish::{GeneTables, PairFinisher, Scoring};
 
