@@ -15,6 +15,8 @@
 //! below `e^y`); above, in logarithms, where the result either underflows `f32` or the
 //! `erfc` term is negligible next to the sum.
 
+use std::sync::OnceLock;
+
 use rayon::prelude::*;
 
 /// Where the direct sum gives way to the sum in logarithms.
@@ -38,17 +40,38 @@ pub fn chi2_sf(x: f64, dof: u32) -> f64 {
     }
 }
 
-/// The terms of the sum: `y^j / j!` (even) or `y^(j+1/2) / Gamma(j + 3/2)` (odd), `j < m`.
+/// The terms of the sum: `y^j / j!` (even) or `y^(j+1/2) / Gamma(j + 3/2)` (odd), `j < m`,
+/// each the one before times `y / (j + offset)`, a product with a tabled reciprocal
+/// (a division would bound the throughput).
 fn terms(y: f64, m: u32, odd: bool) -> impl Iterator<Item = f64> {
     let (first, offset) = if odd {
         (2.0 * (y / std::f64::consts::PI).sqrt(), 1.5)
     } else {
         (1.0, 1.0)
     };
+    let tabled = &reciprocals()[usize::from(odd)];
     (0..m).scan(first, move |term, j| {
         let this = *term;
-        *term *= y / (f64::from(j) + offset);
+        *term *= match tabled.get(j as usize) {
+            Some(&inverse) => y * inverse,
+            None => y / (f64::from(j) + offset),
+        };
         Some(this)
+    })
+}
+
+/// Terms whose reciprocal is tabled: `dof` up to about 8,000 (tables of 16 by 16 bins).
+const TABLED_TERMS: usize = 4096;
+
+/// `1 / (j + 1)` and `1 / (j + 1.5)` for `j < TABLED_TERMS`, made once.
+fn reciprocals() -> &'static [Vec<f64>; 2] {
+    static TABLES: OnceLock<[Vec<f64>; 2]> = OnceLock::new();
+    TABLES.get_or_init(|| {
+        [1.0, 1.5].map(|offset| {
+            (0..TABLED_TERMS)
+                .map(|j| 1.0 / (j as f64 + offset))
+                .collect()
+        })
     })
 }
 
@@ -81,15 +104,53 @@ fn tail_in_logs(y: f64, m: u32, odd: bool) -> f64 {
 
 /// The p-values of a block of pairs, `f32`, on the current rayon pool: 1 where `dof` is 0.
 pub fn pvalues(statistic: &[f64], dof: &[i32], out: &mut [f32]) -> Result<(), String> {
+    check_block(statistic, dof, out)?;
+    out.par_iter_mut()
+        .zip(statistic.par_iter().zip(dof.par_iter()))
+        .for_each(|(p, (&x, &k))| *p = chi2_sf(x, k.unsigned_abs()) as f32);
+    Ok(())
+}
+
+/// As [`pvalues`] for a row block (row-major, `n_cols` columns, the first `n_rows` of them
+/// the rows' own genes): only the pairs right of the diagonal are computed, those left of
+/// it copied from their mirrors, and the diagonal is 1.
+pub fn row_block_pvalues(
+    statistic: &[f64],
+    dof: &[i32],
+    n_cols: usize,
+    out: &mut [f32],
+) -> Result<(), String> {
+    check_block(statistic, dof, out)?;
+    let n_rows = out.len().checked_div(n_cols).unwrap_or(0);
+    if n_rows * n_cols != out.len() || n_rows > n_cols {
+        return Err(format!(
+            "a row block of {n_cols} columns has at most {n_cols} rows and whole rows"
+        ));
+    }
+    out.par_chunks_mut(n_cols.max(1))
+        .enumerate()
+        .for_each(|(r, row)| {
+            let at = r * n_cols;
+            row[r] = 1.0;
+            for c in r + 1..n_cols {
+                row[c] = chi2_sf(statistic[at + c], dof[at + c].unsigned_abs()) as f32;
+            }
+        });
+    for r in 0..n_rows {
+        for c in 0..r {
+            out[r * n_cols + c] = out[c * n_cols + r];
+        }
+    }
+    Ok(())
+}
+
+fn check_block(statistic: &[f64], dof: &[i32], out: &[f32]) -> Result<(), String> {
     if statistic.len() != dof.len() || out.len() != dof.len() {
         return Err("statistic, dof and the output must have the same size".into());
     }
     if dof.iter().any(|&k| k < 0) {
         return Err("degrees of freedom cannot be negative".into());
     }
-    out.par_iter_mut()
-        .zip(statistic.par_iter().zip(dof.par_iter()))
-        .for_each(|(p, (&x, &k))| *p = chi2_sf(x, k.unsigned_abs()) as f32);
     Ok(())
 }
 
@@ -137,5 +198,33 @@ mod tests {
         assert_eq!(out[2], 0.0);
         assert!(pvalues(&statistic, &dof[..2], &mut out).is_err());
         assert!(pvalues(&statistic, &[0, -1, 2], &mut out).is_err());
+    }
+
+    #[test]
+    fn row_blocks_mirror_their_left_part_and_have_one_on_the_diagonal() {
+        // Two rows of a symmetric 3-gene block: rows 0 and 1 against genes 0, 1 and 2.
+        let statistic = [0.0, 3.0, 9.0, 3.0, 0.0, 5.0];
+        let dof = [0, 2, 4, 2, 0, 1];
+        let mut whole = [0.0f32; 6];
+        pvalues(&statistic, &dof, &mut whole).unwrap();
+        let mut out = [0.0f32; 6];
+        // Left of the diagonal the input is ignored: the mirror is copied.
+        let scrambled = [7.0, 3.0, 9.0, 1e9, 7.0, 5.0];
+        row_block_pvalues(&scrambled, &dof, 3, &mut out).unwrap();
+        assert_eq!(out, whole);
+        assert!(row_block_pvalues(&statistic[..3], &dof[..3], 2, &mut out[..3]).is_err());
+        assert!(row_block_pvalues(&statistic, &dof, 2, &mut out).is_err());
+    }
+
+    #[test]
+    fn tabled_reciprocals_and_divisions_agree() {
+        for dof in [
+            (2 * TABLED_TERMS - 2) as u32,
+            (2 * TABLED_TERMS + 41) as u32,
+        ] {
+            let x = f64::from(dof) * 1.01;
+            let p = chi2_sf(x, dof);
+            assert!(p > 0.2 && p < 0.5, "dof {dof}: {p}");
+        }
     }
 }

@@ -8,6 +8,7 @@
 //! the order of operations every backend follows, is the docs page "How the scores are
 //! computed".
 
+pub mod bh;
 pub mod binned;
 pub mod blocks;
 pub mod chi2;
@@ -278,23 +279,31 @@ impl CooccurrenceKernel {
 
 /// The G-test's p-values, `chi2.sf(statistic, dof)` as `float32` in the shape of
 /// `statistic`, 1 where `dof` is 0, computed in closed form on `n_jobs` threads (0: one
-/// per core) with the GIL released.
+/// per core) with the GIL released. With `row_block`, the arrays are a kernel's row block
+/// (rows `r0:r1` against the columns from `r0`): the pairs left of its diagonal are
+/// copied from their mirrors instead of computed, and the diagonal is 1.
 #[pyfunction]
-#[pyo3(signature = (statistic, dof, n_jobs=0))]
+#[pyo3(signature = (statistic, dof, n_jobs=0, row_block=false))]
 fn chi2_pvalues<'py>(
     py: Python<'py>,
     statistic: PyReadonlyArrayDyn<'py, f64>,
     dof: PyReadonlyArrayDyn<'py, i32>,
     n_jobs: usize,
+    row_block: bool,
 ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
-    if statistic.shape() != dof.shape() {
+    let shape = statistic.shape().to_vec();
+    if shape != dof.shape() {
         return Err(PyValueError::new_err(format!(
-            "statistic and dof must have the same shape (got {:?} and {:?})",
-            statistic.shape(),
+            "statistic and dof must have the same shape (got {shape:?} and {:?})",
             dof.shape()
         )));
     }
-    let pvalues = PyArrayDyn::<f32>::zeros(py, statistic.shape(), false);
+    if row_block && shape.len() != 2 {
+        return Err(PyValueError::new_err(format!(
+            "a row block is a 2-d array, not of shape {shape:?}"
+        )));
+    }
+    let pvalues = PyArrayDyn::<f32>::zeros(py, shape.as_slice(), false);
     {
         let mut out = pvalues.readwrite();
         let out = out.as_slice_mut().expect("a new array is contiguous");
@@ -303,11 +312,55 @@ fn chi2_pvalues<'py>(
             statistic.as_slice().map_err(not_contiguous)?,
             dof.as_slice().map_err(not_contiguous)?,
         );
-        py.detach(|| pool::install(n_jobs, || chi2::pvalues(statistic, dof, out)))
+        let work = || {
+            if row_block {
+                chi2::row_block_pvalues(statistic, dof, shape[1], out)
+            } else {
+                chi2::pvalues(statistic, dof, out)
+            }
+        };
+        py.detach(|| pool::install(n_jobs, work))
             .and_then(|done| done)
             .map_err(PyValueError::new_err)?;
     }
     Ok(pvalues)
+}
+
+/// Benjamini–Hochberg q-values of the pairs `i < j` of a symmetric `(G, G)` matrix of
+/// `float32` p-values, each pair one test (only the pairs `tested` marks, when given), as
+/// a symmetric `float32` matrix with 1 on the diagonal and at the untested pairs; on
+/// `n_jobs` threads (0: one per core) with the GIL released.
+#[pyfunction]
+#[pyo3(signature = (pvalues, tested=None, n_jobs=0))]
+fn bh_qvalues_of_pairs<'py>(
+    py: Python<'py>,
+    pvalues: PyReadonlyArray2<'py, f32>,
+    tested: Option<PyReadonlyArray2<'py, bool>>,
+    n_jobs: usize,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let n = pvalues.shape()[0];
+    if pvalues.shape() != [n, n] || tested.as_ref().is_some_and(|t| t.shape() != [n, n]) {
+        return Err(PyValueError::new_err(format!(
+            "pvalues (and tested) must be square matrices of one shape, not {:?}",
+            pvalues.shape()
+        )));
+    }
+    let not_contiguous = |_| PyValueError::new_err("pvalues and tested must be C-contiguous");
+    let p = pvalues.as_slice().map_err(not_contiguous)?;
+    let tested = tested
+        .as_ref()
+        .map(|t| t.as_slice())
+        .transpose()
+        .map_err(not_contiguous)?;
+    let q = PyArray2::<f32>::zeros(py, [n, n], false);
+    {
+        let mut out = q.readwrite();
+        let out = out.as_slice_mut().expect("a new array is contiguous");
+        py.detach(|| pool::install(n_jobs, || bh::qvalues_of_pairs(p, tested, n, out)))
+            .and_then(|done| done)
+            .map_err(PyValueError::new_err)?;
+    }
+    Ok(q)
 }
 
 /// The compiled core of geneverse.
@@ -316,5 +369,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<CooccurrenceKernel>()?;
     m.add_function(wrap_pyfunction!(chi2_pvalues, m)?)?;
+    m.add_function(wrap_pyfunction!(bh_qvalues_of_pairs, m)?)?;
     Ok(())
 }

@@ -109,6 +109,20 @@ def test_g_test_pvalues_equal_scipys_chi2_survival(
     np.testing.assert_allclose(p, expected, rtol=2e-7, atol=1e-44)
 
 
+def test_row_block_pvalues_are_each_pairs_computed_once():
+    """A kernel's row block: the core's p-values computed right of the diagonal and
+    mirrored equal those computed at every entry, bit for bit, with 1 on the diagonal."""
+    X = np.random.default_rng(5).poisson(1.0, (80, 12)).astype(float)
+    data = bin_genes(sparse.csr_matrix(X), 4)
+    kernel = NumpyKernel(data, Scoring(include_zeros=True, g_test=True), n_jobs=1)
+    for start, stop in [(0, 12), (3, 7), (11, 12)]:
+        block = kernel.scores(start, stop)
+        every = g_test_pvalues(block.statistic, block.dof)
+        once = g_test_pvalues(block.statistic, block.dof, row_block=True)
+        np.testing.assert_array_equal(once, every)
+        assert (np.diag(once) == 1).all()
+
+
 # --------------------------------------------------------------------------------------------
 # Calibration: null data and planted modules
 # --------------------------------------------------------------------------------------------
@@ -186,6 +200,49 @@ def test_bh_matrix_counts_each_pair_once():
     np.testing.assert_allclose(q_masked[upper][tested], expected)
     np.testing.assert_array_equal(q_masked[upper][~tested], 1.0)
     assert gs.bh_qvalues_matrix(np.zeros((0, 0))).shape == (0, 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n_genes=st.integers(0, 40),
+    seed=st.integers(0, 2**16),
+    n_levels=st.sampled_from([2, 5, 1000]),
+    masked=st.booleans(),
+)
+def test_bh_matrix_of_the_core_equals_numpys_and_scipys(n_genes, seed, n_levels, masked):
+    """The core's q-values equal the NumPy path's bit for bit and scipy's BH, with tied
+    p-values (few levels), p-values of 0 and 1, and a mask of the tested pairs."""
+    rng = np.random.default_rng(seed)
+    levels = np.concatenate([[0.0, 1.0], rng.random(n_levels) ** 4]).astype(np.float32)
+    p = np.triu(rng.choice(levels, (n_genes, n_genes)), 1)
+    p = p + p.T
+    mask = None
+    if masked:
+        mask = rng.random((n_genes, n_genes)) < 0.5
+        mask = mask | mask.T
+    q = gs.bh_qvalues_matrix(p, mask=mask, n_jobs=2)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gs, "_compiled_core", lambda: None)
+        numpy_q = gs.bh_qvalues_matrix(p, mask=mask)
+    np.testing.assert_array_equal(q, numpy_q)
+    upper = np.triu_indices(n_genes, 1)
+    tested = np.ones(upper[0].size, bool) if mask is None else mask[upper]
+    if tested.any():
+        expected = scipy.stats.false_discovery_control(p[upper][tested].astype(np.float64))
+        np.testing.assert_allclose(q[upper][tested], expected, rtol=1e-6)
+    np.testing.assert_array_equal(q[upper][~tested], 1.0)
+    np.testing.assert_array_equal(q, q.T)
+
+
+@pytest.mark.parametrize("with_core", [True, False], ids=["core", "numpy"])
+@pytest.mark.parametrize("bad", [np.nan, -0.5, 1.5])
+def test_bh_matrix_refuses_pvalues_outside_the_unit_interval(bad, with_core, monkeypatch):
+    p = np.full((3, 3), 0.5, dtype=np.float32)
+    p[0, 2] = p[2, 0] = bad
+    if not with_core:
+        monkeypatch.setattr(gs, "_compiled_core", lambda: None)
+    with pytest.raises(ValueError, match=r"p-values must lie in \[0, 1\]"):
+        gs.bh_qvalues_matrix(p)
 
 
 def test_bh_sparse():

@@ -5,7 +5,7 @@ from typing import Protocol, final, type_check_only
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["CooccurrenceKernel", "__version__", "chi2_pvalues"]
+__all__ = ["CooccurrenceKernel", "__version__", "bh_qvalues_of_pairs", "chi2_pvalues"]
 
 __version__: str
 
@@ -102,12 +102,30 @@ class CooccurrenceKernel:
         """Bytes held by the kernel (its blocked copy of the entries and gene tables)."""
 
 def chi2_pvalues(
-    statistic: NDArray[np.float64], dof: NDArray[np.int32], n_jobs: int = 0
+    statistic: NDArray[np.float64],
+    dof: NDArray[np.int32],
+    n_jobs: int = 0,
+    row_block: bool = False,
 ) -> NDArray[np.float32]:
     """The G-test's p-values, ``chi2.sf(statistic, dof)`` as ``float32`` in the shape of
     ``statistic``, 1 where ``dof`` is 0.
 
     Computed in closed form (a finite sum for whole degrees of freedom) on ``n_jobs``
     threads (0: one per core), the GIL released. Both arrays must be C-contiguous and of
-    the same shape; ``ValueError`` otherwise, or for a negative ``dof``.
+    the same shape; ``ValueError`` otherwise, or for a negative ``dof``. With
+    ``row_block``, the arrays are a kernel's row block (rows ``r0:r1`` against the columns
+    from ``r0``): the pairs left of its diagonal are copied from their mirrors instead of
+    computed, and the diagonal is 1.
+    """
+
+def bh_qvalues_of_pairs(
+    pvalues: NDArray[np.float32], tested: NDArray[np.bool_] | None = None, n_jobs: int = 0
+) -> NDArray[np.float32]:
+    """Benjamini–Hochberg q-values of the pairs ``i < j`` of a symmetric ``(G, G)`` matrix
+    of p-values, each pair one test (only the pairs ``tested`` marks, when given).
+
+    Returns a symmetric ``float32`` matrix with 1 on the diagonal and at the untested
+    pairs, computed from one sort of 64-bit keys (p-value bits, then position) on
+    ``n_jobs`` threads (0: one per core), the GIL released. ``ValueError`` for arrays
+    that are not square, of one shape and C-contiguous, or p-values outside ``[0, 1]``.
     """

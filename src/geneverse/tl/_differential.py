@@ -376,9 +376,8 @@ def _run(matrix, groups: Groups, computation: Computation, options: _Options) ->
         return _Result(dmi=dmi, mi=mi, pvalues=None, qvalues=None)
     _permute(matrix, groups, computation, exceedances, options)
     pvalues = exceedances.pvalues(options.n_permutations)
-    return _Result(
-        dmi=dmi, mi=mi, pvalues=pvalues, qvalues=qvalues(pvalues, plan.tested(), plan.n_genes)
-    )
+    q = qvalues(pvalues, plan.tested(), plan.n_genes, computation.n_jobs)
+    return _Result(dmi=dmi, mi=mi, pvalues=pvalues, qvalues=q)
 
 
 def _permute(matrix, groups: Groups, computation, exceedances, options: _Options) -> None:

@@ -124,7 +124,7 @@ class Scored:
         scores = {MI: self.mi}
         if self.pvalues is not None:
             tested = computation.plan.tested()
-            q = qvalues(self.pvalues, tested, self.mi.shape[0])
+            q = qvalues(self.pvalues, tested, self.mi.shape[0], computation.n_jobs)
             scores |= {"pvals": self.pvalues, "qvals": q}
         return GroupResult(bins=self.bins, n_bins=self.n_bins, scores=scores)
 

@@ -46,18 +46,25 @@ def scored_row_blocks(
         scores = kernel.scores(start, min(n_rows, start + step), first_column)
         pvalues = None
         if scores.statistic is not None:
-            pvalues = g_test_pvalues(scores.statistic, scores.dof, kernel.n_jobs)
+            row_block = first_column is None
+            pvalues = g_test_pvalues(scores.statistic, scores.dof, kernel.n_jobs, row_block)
         yield ScoredBlock(start, scores.mi, pvalues)
 
 
-def qvalues(pvalues: np.ndarray | sparse.csr_matrix, tested: np.ndarray | None, n_genes: int):
+def qvalues(
+    pvalues: np.ndarray | sparse.csr_matrix,
+    tested: np.ndarray | None,
+    n_genes: int,
+    n_jobs: int = 1,
+):
     """Benjamini–Hochberg q-values, each pair counted once.
 
     ``tested`` marks the pairs tested in a dense matrix (``None``: all pairs); a sparse
     matrix holds only some pairs (``top_k``, ``against``): its q-values count every pair
     that was tested (``n_genes`` choose 2 for ``top_k``), so they are never too small.
+    A dense matrix's q-values are computed on ``n_jobs`` threads.
     """
     if sparse.issparse(pvalues):
         n_tests = n_genes * (n_genes - 1) // 2 if tested is None else int(tested.sum()) // 2
         return bh_qvalues_sparse(pvalues, n_tests=max(n_tests, pvalues.nnz // 2)).astype(np.float32)
-    return bh_qvalues_matrix(pvalues, mask=tested)
+    return bh_qvalues_matrix(pvalues, mask=tested, n_jobs=n_jobs)

@@ -11,17 +11,21 @@ import numpy as np
 from scipy import sparse, special
 
 
-def g_test_pvalues(statistic: np.ndarray, dof: np.ndarray, n_jobs: int = 1) -> np.ndarray:
+def g_test_pvalues(
+    statistic: np.ndarray, dof: np.ndarray, n_jobs: int = 1, row_block: bool = False
+) -> np.ndarray:
     """``chi2.sf(statistic, dof)`` of a block's pairs (``float32``), 1 where ``dof`` is 0.
 
     The Rust core computes them in closed form on ``n_jobs`` threads (< 1: one per core);
-    without the core, scipy's ``chdtrc`` does.
+    without the core, scipy's ``chdtrc`` does. ``row_block``: the block is a kernel's row
+    block (rows ``r0:r1`` against the columns from ``r0``, symmetric left of the diagonal,
+    whose ``dof`` is 0), so the core computes each pair once and copies its mirror.
     """
     statistic = np.ascontiguousarray(statistic, dtype=np.float64)
     dof = np.ascontiguousarray(dof, dtype=np.int32)
     core = _compiled_core()
     if core is not None:
-        return core.chi2_pvalues(statistic, dof, max(n_jobs, 0))
+        return core.chi2_pvalues(statistic, dof, max(n_jobs, 0), row_block=row_block)
     tested = dof > 0
     p = np.ones(statistic.shape, dtype=np.float32)
     p[tested] = special.chdtrc(dof[tested], statistic[tested])
@@ -29,12 +33,13 @@ def g_test_pvalues(statistic: np.ndarray, dof: np.ndarray, n_jobs: int = 1) -> n
 
 
 def _compiled_core():
-    """``geneverse._core`` when it imports and has ``chi2_pvalues``, else ``None``."""
+    """``geneverse._core`` when it imports and has the statistics functions, else ``None``."""
     try:
         from ... import _core
     except ImportError:
         return None
-    return _core if hasattr(_core, "chi2_pvalues") else None
+    has_statistics = hasattr(_core, "chi2_pvalues") and hasattr(_core, "bh_qvalues_of_pairs")
+    return _core if has_statistics else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,18 +101,27 @@ def bh_qvalues(pvalues: np.ndarray, n_tests: int | None = None) -> np.ndarray:
     return _StepUp.of(p, n_tests)(p).reshape(p.shape)
 
 
-def bh_qvalues_matrix(pvalues: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+def bh_qvalues_matrix(
+    pvalues: np.ndarray, mask: np.ndarray | None = None, n_jobs: int = 1
+) -> np.ndarray:
     """BH q-values of a symmetric ``(G, G)`` matrix of pair p-values, each pair once.
 
     The tests are the pairs of the strict upper triangle (and of ``mask``, a symmetric
     boolean matrix of the wanted pairs, when given). Returns a symmetric ``float32``
     matrix; the diagonal and the pairs outside ``mask`` get 1. Besides the result, memory
-    is 8 bytes per test: the sort keys, which hold the sorted p-values and their positions.
+    is 8 bytes per test: the sort keys, which hold the sorted ``float32`` p-values and
+    their positions. The Rust core sorts them on ``n_jobs`` threads (< 1: one per core);
+    without it, NumPy does, with the same result.
     """
     p = np.asarray(pvalues)
-    n_genes = p.shape[0]
+    n_genes = p.shape[0] if p.ndim else 0
     if p.shape != (n_genes, n_genes):
         raise ValueError(f"pvalues must be a square matrix, not of shape {p.shape}")
+    core = _compiled_core()
+    if core is not None:
+        tested = None if mask is None else np.ascontiguousarray(mask, dtype=bool)
+        p32 = np.ascontiguousarray(p, dtype=np.float32)
+        return core.bh_qvalues_of_pairs(p32, tested, max(n_jobs, 0))
     q = np.ones((n_genes, n_genes), dtype=np.float32)
     if n_genes < 2:
         return q
