@@ -32,8 +32,11 @@ pub fn chi2_sf(x: f64, dof: u32) -> f64 {
     let y = 0.5 * x;
     let (m, odd) = (dof / 2, dof % 2 == 1);
     if y < DIRECT_BELOW {
-        let sum = terms(y, m, odd).sum::<f64>();
         let head = if odd { libm::erfc(y.sqrt()) } else { 0.0 };
+        if m == 0 {
+            return head; // one degree of freedom: no sum (and no e^-y)
+        }
+        let sum = terms(y, m, odd).sum::<f64>();
         (head + (-y).exp() * sum).min(1.0)
     } else {
         tail_in_logs(y, m, odd)

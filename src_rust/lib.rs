@@ -32,11 +32,13 @@ use crate::blocks::{GeneBlock, MAX_BLOCK_GENES};
 use crate::finish::Scoring;
 use crate::rows::{default_block_genes_of, ScoreKernel, ScoresMut};
 
-/// The arrays of scores of a request: the MI, and with a test the statistic and dof.
+/// The arrays of scores of a request: the MI, and with a test either the statistic and
+/// dof or the p-values.
 type ScoreArrays<'py> = (
     Bound<'py, PyArray2<f32>>,
     Option<Bound<'py, PyArray2<f64>>>,
     Option<Bound<'py, PyArray2<i32>>>,
+    Option<Bound<'py, PyArray2<f32>>>,
 );
 
 /// The arrays of a `geneverse._data._binned.BinnedGenes`, read from its attributes.
@@ -199,17 +201,20 @@ impl CooccurrenceKernel {
     /// ``first_column=None`` (or ``start``) is a row block: columns ``start:``, the pairs
     /// within the rows both ways (left of the diagonal mirrored from above), the diagonal
     /// 0. Otherwise ``first_column >= stop``: a rectangle of disjoint genes. Returns
-    /// ``(mi, statistic, dof)``, new arrays of shape ``(stop - start, n_genes - first)``:
-    /// the MI in bits (``float32``) under the scoring choice, and with ``g_test`` the
-    /// Williams-corrected G statistic (``float64``) and its degrees of freedom (``int32``),
-    /// else ``None``.
-    #[pyo3(signature = (start, stop, first_column=None))]
+    /// ``(mi, statistic, dof, pvalues)``, new arrays of shape
+    /// ``(stop - start, n_genes - first)`` or ``None``: the MI in bits (``float32``) under
+    /// the scoring choice, and with ``g_test`` either the Williams-corrected G statistic
+    /// (``float64``) and its degrees of freedom (``int32``) or, with ``pvalues``, the
+    /// p-values ``chi2.sf(statistic, dof)`` (``float32``, 1 on a row block's diagonal),
+    /// finished with each pair.
+    #[pyo3(signature = (start, stop, first_column=None, pvalues=false))]
     fn scores<'py>(
         &self,
         py: Python<'py>,
         start: i64,
         stop: i64,
         first_column: Option<i64>,
+        pvalues: bool,
     ) -> PyResult<ScoreArrays<'py>> {
         let n_genes = self.kernel.n_genes();
         let (lo, hi) = (
@@ -234,18 +239,28 @@ impl CooccurrenceKernel {
         let shape = [hi - lo, n_genes - first];
         let mi = PyArray2::<f32>::zeros(py, shape, false);
         let g_test = self.kernel.scoring().g_test;
-        let statistic = g_test.then(|| PyArray2::<f64>::zeros(py, shape, false));
-        let dof = g_test.then(|| PyArray2::<i32>::zeros(py, shape, false));
+        if pvalues && !g_test {
+            return Err(PyValueError::new_err(
+                "p-values need a kernel made with g_test=True",
+            ));
+        }
+        let statistic = (g_test && !pvalues).then(|| PyArray2::<f64>::zeros(py, shape, false));
+        let dof = (g_test && !pvalues).then(|| PyArray2::<i32>::zeros(py, shape, false));
+        let pvalues = pvalues.then(|| PyArray2::<f32>::zeros(py, shape, false));
         {
             let mut mi_out = mi.readwrite();
             let mut statistic_out = statistic.as_ref().map(|a| a.readwrite());
             let mut dof_out = dof.as_ref().map(|a| a.readwrite());
+            let mut pvalues_out = pvalues.as_ref().map(|a| a.readwrite());
             let out = ScoresMut {
                 mi: mi_out.as_slice_mut().expect("a new array is contiguous"),
                 statistic: statistic_out
                     .as_mut()
                     .map(|a| a.as_slice_mut().expect("a new array is contiguous")),
                 dof: dof_out
+                    .as_mut()
+                    .map(|a| a.as_slice_mut().expect("a new array is contiguous")),
+                pvalues: pvalues_out
                     .as_mut()
                     .map(|a| a.as_slice_mut().expect("a new array is contiguous")),
             };
@@ -255,7 +270,7 @@ impl CooccurrenceKernel {
                 .and_then(|done| done)
                 .map_err(PyValueError::new_err)?;
         }
-        Ok((mi, statistic, dof))
+        Ok((mi, statistic, dof, pvalues))
     }
 
     /// Number of genes.

@@ -12,6 +12,7 @@ use rayon::prelude::*;
 
 use crate::binned::Binned;
 use crate::blocks::{Block, BlockedGenes, GeneBlock, MAX_BLOCK_GENES};
+use crate::chi2::chi2_sf;
 use crate::cooccurrence::{TileAccumulator, TileCounts, Width};
 use crate::count::Count;
 use crate::dense::DensePolicy;
@@ -50,19 +51,30 @@ pub fn default_block_genes_of(binned: &Binned<'_>) -> usize {
 }
 
 /// The outputs of a request, row-major `rows × columns`: the MI, and with a test the
-/// statistic and the degrees of freedom (`None` without one).
+/// statistic and the degrees of freedom, or the p-values `chi2.sf(statistic, dof)` as
+/// `f32` (1 on a row block's diagonal), or both (`None`: not wanted).
 pub struct ScoresMut<'o> {
     pub mi: &'o mut [f32],
     pub statistic: Option<&'o mut [f64]>,
     pub dof: Option<&'o mut [i32]>,
+    pub pvalues: Option<&'o mut [f32]>,
 }
 
-/// A tile's pieces of the outputs: one per wanted row gene (the statistic and dof pieces
-/// are empty without a test).
+/// A tile's pieces of the outputs: one per wanted row gene (empty for an output that is
+/// not wanted).
 struct Pieces<'o> {
     mi: Vec<&'o mut [f32]>,
     statistic: Vec<&'o mut [f64]>,
     dof: Vec<&'o mut [i32]>,
+    pvalues: Vec<&'o mut [f32]>,
+}
+
+/// For each row part and column block, its pieces of every output.
+struct Splits<'o> {
+    mi: Split<'o, f32>,
+    statistic: Split<'o, f64>,
+    dof: Split<'o, i32>,
+    pvalues: Split<'o, f32>,
 }
 
 /// One tile of a call, row block `bi` × column block `bj`, with the pieces of the outputs
@@ -149,27 +161,29 @@ impl ScoreKernel {
             mi,
             mut statistic,
             mut dof,
+            mut pvalues,
         } = out;
         let parts = self.row_parts(rows);
         let cols = self.column_blocks(first);
-        let jobs = self.tile_jobs(
-            &parts,
-            &cols,
-            (
-                split(Some(&mut *mi), &parts, &cols, n_cols),
-                split(statistic.as_deref_mut(), &parts, &cols, n_cols),
-                split(dof.as_deref_mut(), &parts, &cols, n_cols),
-            ),
-        );
+        let splits = Splits {
+            mi: split(Some(&mut *mi), &parts, &cols, n_cols),
+            statistic: split(statistic.as_deref_mut(), &parts, &cols, n_cols),
+            dof: split(dof.as_deref_mut(), &parts, &cols, n_cols),
+            pvalues: split(pvalues.as_deref_mut(), &parts, &cols, n_cols),
+        };
+        let jobs = self.tile_jobs(&parts, &cols, splits);
         jobs.into_par_iter()
             .for_each_init(|| self.tile_state(), |state, job| self.tile(state, job));
         if first == rows.lo {
-            mirror(mi, rows.len(), n_cols);
+            mirror(mi, rows.len(), n_cols, 0.0);
             if let Some(statistic) = statistic {
-                mirror(statistic, rows.len(), n_cols);
+                mirror(statistic, rows.len(), n_cols, 0.0);
             }
             if let Some(dof) = dof {
-                mirror(dof, rows.len(), n_cols);
+                mirror(dof, rows.len(), n_cols, 0);
+            }
+            if let Some(pvalues) = pvalues {
+                mirror(pvalues, rows.len(), n_cols, 1.0);
             }
         }
         Ok(())
@@ -195,14 +209,25 @@ impl ScoreKernel {
         if out.mi.len() != size {
             return Err("the output has the wrong size".into());
         }
-        let g_test = self.scoring.g_test;
         let statistic = out.statistic.as_ref().map(|s| s.len());
         let dof = out.dof.as_ref().map(|d| d.len());
-        if g_test && (statistic != Some(size) || dof != Some(size)) {
-            return Err("a test needs a statistic and a dof output of the scores' size".into());
+        let pvalues = out.pvalues.as_ref().map(|p| p.len());
+        let test_outputs = match (statistic, dof, pvalues) {
+            (None, None, None) => false,
+            (Some(s), Some(d), None) => s == size && d == size,
+            (None, None, Some(p)) => p == size,
+            (Some(s), Some(d), Some(p)) => s == size && d == size && p == size,
+            _ => return Err("the statistic and dof outputs come together".into()),
+        };
+        if self.scoring.g_test && !test_outputs {
+            return Err(
+                "a test needs the statistic and dof outputs or the p-values, of the scores' \
+                 size"
+                    .into(),
+            );
         }
-        if !g_test && (statistic.is_some() || dof.is_some()) {
-            return Err("only a test has a statistic and dof output".into());
+        if !self.scoring.g_test && (statistic.is_some() || pvalues.is_some()) {
+            return Err("only a test has statistic, dof and p-value outputs".into());
         }
         Ok(n_genes - first)
     }
@@ -226,24 +251,34 @@ impl ScoreKernel {
     }
 
     /// The tiles `(bi, bj >= bi)` of the row `parts` and column blocks `cols`, with their
-    /// pieces of the outputs: `split` holds, for each part and column block, the rows'
-    /// pieces of each output.
+    /// pieces of the outputs (`splits`: for each part and column block, the rows' pieces
+    /// of each output).
     fn tile_jobs<'o>(
         &self,
         parts: &[(usize, GeneBlock)],
         cols: &[(usize, GeneBlock)],
-        split: (Split<'o, f32>, Split<'o, f64>, Split<'o, i32>),
+        splits: Splits<'o>,
     ) -> Vec<TileJob<'o>> {
-        let (mi, statistic, dof) = split;
+        let Splits {
+            mi,
+            statistic,
+            dof,
+            pvalues,
+        } = splits;
         let mut jobs = Vec::new();
-        let per_part = mi.into_iter().zip(statistic).zip(dof);
-        for (&(bi, rows), ((mi, statistic), dof)) in parts.iter().zip(per_part) {
-            let per_block = mi.into_iter().zip(statistic).zip(dof);
-            for (&(bj, cols), ((mi, statistic), dof)) in cols.iter().zip(per_block) {
+        let per_part = mi.into_iter().zip(statistic).zip(dof).zip(pvalues);
+        for (&(bi, rows), (((mi, statistic), dof), pvalues)) in parts.iter().zip(per_part) {
+            let per_block = mi.into_iter().zip(statistic).zip(dof).zip(pvalues);
+            for (&(bj, cols), (((mi, statistic), dof), pvalues)) in cols.iter().zip(per_block) {
                 if bj < bi {
                     continue; // left of a row block's diagonal: mirrored
                 }
-                let pieces = Pieces { mi, statistic, dof };
+                let pieces = Pieces {
+                    mi,
+                    statistic,
+                    dof,
+                    pvalues,
+                };
                 jobs.push(TileJob {
                     bi,
                     bj,
@@ -318,6 +353,9 @@ impl ScoreKernel {
                 if let Some(row) = pieces.dof.get_mut(r) {
                     row[c] = scores.dof;
                 }
+                if let Some(row) = pieces.pvalues.get_mut(r) {
+                    row[c] = chi2_sf(scores.statistic, scores.dof.unsigned_abs()) as f32;
+                }
             }
         }
     }
@@ -361,13 +399,13 @@ fn split<'o, T>(
 }
 
 /// Copies the upper triangle of the leading `n × n` block of `out` (row-major, `width`
-/// columns) onto its lower triangle, and zeroes its diagonal.
-fn mirror<T: Copy + Default>(out: &mut [T], n: usize, width: usize) {
+/// columns) onto its lower triangle, and sets its diagonal to `diagonal`.
+fn mirror<T: Copy>(out: &mut [T], n: usize, width: usize, diagonal: T) {
     for r in 0..n {
         for c in 0..r {
             out[r * width + c] = out[c * width + r];
         }
-        out[r * width + r] = T::default();
+        out[r * width + r] = diagonal;
     }
 }
 
@@ -491,19 +529,39 @@ mod tests {
         dof: Vec<i32>,
     }
 
-    /// The scores of the genes `rows` against `first..`, every entry first poisoned.
+    /// The scores of the genes `rows` against `first..`, every entry first poisoned; with
+    /// a test, the p-values are asked for too, and checked to be `chi2_sf` of the
+    /// statistic and dof, bit for bit, and to be the same when asked for alone.
     fn run(kernel: &ScoreKernel, rows: GeneBlock, first: usize) -> (Vec<f32>, Vec<f64>, Vec<i32>) {
         let size = rows.len() * (kernel.n_genes() - first);
         let g_test = kernel.scoring().g_test;
+        let test_size = if g_test { size } else { 0 };
         let mut mi = vec![f32::NAN; size];
-        let mut statistic = vec![f64::NAN; if g_test { size } else { 0 }];
-        let mut dof = vec![-7; if g_test { size } else { 0 }];
+        let mut statistic = vec![f64::NAN; test_size];
+        let mut dof = vec![-7; test_size];
+        let mut pvalues = vec![f32::NAN; test_size];
         let out = ScoresMut {
             mi: &mut mi,
             statistic: g_test.then_some(&mut statistic[..]),
             dof: g_test.then_some(&mut dof[..]),
+            pvalues: g_test.then_some(&mut pvalues[..]),
         };
         kernel.scores(rows, first, out).unwrap();
+        for ((&p, &x), &k) in pvalues.iter().zip(&statistic).zip(&dof) {
+            assert_eq!(p.to_bits(), (chi2_sf(x, k.unsigned_abs()) as f32).to_bits());
+        }
+        if g_test {
+            let (mut mi_alone, mut alone) = (vec![f32::NAN; size], vec![f32::NAN; size]);
+            let out = ScoresMut {
+                mi: &mut mi_alone,
+                statistic: None,
+                dof: None,
+                pvalues: Some(&mut alone),
+            };
+            kernel.scores(rows, first, out).unwrap();
+            assert_eq!(alone, pvalues);
+            assert_eq!(mi_alone, mi);
+        }
         (mi, statistic, dof)
     }
 
@@ -861,6 +919,7 @@ mod tests {
                 mi: &mut mi[..size],
                 statistic: test.then_some(&mut statistic[..size]),
                 dof: test.then_some(&mut dof[..size]),
+                pvalues: None,
             };
             kernel.scores(GeneBlock { lo, hi }, first, out)
         };
@@ -878,6 +937,24 @@ mod tests {
             .contains("wrong size"));
         assert!(request(3, 6, 6, 9, false).unwrap_err().contains("test"));
         assert_eq!(request(3, 6, 6, 9, true), Ok(()));
+        let mut pvalues = vec![0.0; 9];
+        let statistic_alone = ScoresMut {
+            mi: &mut mi[..9],
+            statistic: Some(&mut statistic[..9]),
+            dof: None,
+            pvalues: Some(&mut pvalues),
+        };
+        let error = kernel.scores(GeneBlock { lo: 3, hi: 6 }, 6, statistic_alone);
+        assert!(error.unwrap_err().contains("come together"));
+        let plain = self::kernel(&owned, Scoring::default_score(2f64.powi(-32)), 4);
+        let untested_pvalues = ScoresMut {
+            mi: &mut mi[..9],
+            statistic: None,
+            dof: None,
+            pvalues: Some(&mut pvalues),
+        };
+        let error = plain.scores(GeneBlock { lo: 3, hi: 6 }, 6, untested_pvalues);
+        assert!(error.unwrap_err().contains("only a test"));
     }
 
     #[test]

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scipy import sparse, special
+from scipy import sparse
 
 from geneverse._data._binned import BinnedGenes
 from geneverse._data._binning import bin_genes
 from geneverse.kernels import SIGN_TOLERANCE, PairScores, Scoring
 from geneverse.kernels._numpy import NumpyKernel
 from geneverse.kernels._rust import RustKernel
+from geneverse.tl._coexpression._statistics import g_test_pvalues
 
 from oracle import oracle_scores
 
@@ -55,29 +56,30 @@ def _binned(X, n_bins: int = 10) -> BinnedGenes:
     return bin_genes(matrix, n_bins)
 
 
+#: Each output of a kernel and its dtype.
+_DTYPES = {"mi": np.float32, "statistic": np.float64, "dof": np.int32, "pvalues": np.float32}
+
+
 def _full(kernel, step: int) -> PairScores:
     """A kernel's (genes × genes) scores, from row blocks of ``step`` rows, each checked
-    for dtype and shape."""
+    for dtype and shape (with a test: the statistic and dof, or the p-values of a Rust
+    kernel that finishes them)."""
     n = kernel.data.n_genes
-    g_test = kernel.scoring.g_test
-    mi = np.zeros((n, n), dtype=np.float32)
-    statistic = np.zeros((n, n)) if g_test else None
-    dof = np.zeros((n, n), dtype=np.int32) if g_test else None
+    fused = kernel.scoring.g_test and getattr(kernel, "finish_pvalues", False)
+    present = {"mi": True, "statistic": kernel.scoring.g_test and not fused, "pvalues": fused}
+    present["dof"] = present["statistic"]
+    whole = {name: np.zeros((n, n), dtype=_DTYPES[name]) for name in present if present[name]}
     for start in range(0, n, step):
         stop = min(n, start + step)
         block = kernel.scores(start, stop)
-        assert block.mi.dtype == np.float32 and block.mi.shape == (stop - start, n - start)
-        pieces = [(mi, block.mi)]
-        if g_test:
-            assert block.statistic.dtype == np.float64 and block.dof.dtype == np.int32
-            assert block.statistic.shape == block.dof.shape == block.mi.shape
-            pieces += [(statistic, block.statistic), (dof, block.dof)]
-        else:
-            assert block.statistic is None and block.dof is None
-        for whole, part in pieces:
-            whole[start:stop, start:] = part
-            whole[start:, start:stop] = part.T
-    return PairScores(mi=mi, statistic=statistic, dof=dof)
+        for name, is_present in present.items():
+            part = getattr(block, name)
+            assert (part is not None) == is_present, name
+            if part is not None:
+                assert part.dtype == _DTYPES[name] and part.shape == (stop - start, n - start)
+                whole[name][start:stop, start:] = part
+                whole[name][start:, start:stop] = part.T
+    return PairScores(**whole)
 
 
 def _same_bits(a: np.ndarray | None, b: np.ndarray | None) -> bool:
@@ -89,10 +91,22 @@ def _same_bits(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     return np.array_equal(a.view(unsigned), b.view(unsigned))
 
 
+def _with_pvalues(scores: PairScores) -> PairScores:
+    """``scores`` with the p-values of its statistic and dof, when it has those only."""
+    if scores.pvalues is not None or scores.statistic is None:
+        return scores
+    return dataclasses.replace(scores, pvalues=g_test_pvalues(scores.statistic, scores.dof))
+
+
 def _assert_same_scores(got: PairScores, expected: PairScores, where: str = "") -> None:
-    # np.array_equal (what the contract asks) and, stricter, the very same bits.
-    for field in ("mi", "statistic", "dof"):
+    """Every output of both is the same (np.array_equal, what the contract asks, and,
+    stricter, the very same bits); the p-values of a kernel that finishes them are those
+    of the other's statistic and dof."""
+    got, expected = _with_pvalues(got), _with_pvalues(expected)
+    for field in ("mi", "statistic", "dof", "pvalues"):
         a, b = getattr(got, field), getattr(expected, field)
+        if field in ("statistic", "dof") and (a is None or b is None):
+            continue  # one kernel finished the p-values, compared below
         assert (a is None) == (b is None), (where, field)
         if a is not None:
             assert np.array_equal(a, b), (where, field, np.abs(a - b).max())
@@ -142,6 +156,8 @@ def test_equals_the_numpy_kernel_bit_for_bit(X, n_bins, scoring, step, block_gen
     rust = RustKernel(data, scoring, n_jobs=2)
     numpy = NumpyKernel(data, scoring, n_jobs=1)
     _assert_same_scores(_full(rust, step), _full(numpy, data.n_genes or 1))
+    statistic = RustKernel(data, scoring, n_jobs=2, finish_pvalues=False)
+    _assert_same_scores(_full(statistic, step), _full(numpy, data.n_genes or 1), "statistic")
     n = data.n_genes
     for start, stop, first in [(0, n // 2, (n + 1) // 2), (0, 1, n - 1), (n // 3, n // 2, n)]:
         if start <= stop <= first <= n:
@@ -183,11 +199,13 @@ def dense_data() -> BinnedGenes:
 @pytest.mark.parametrize("which", ["data", "dense_data"])
 def test_row_blocks_and_rectangles_equal_the_numpy_kernel(request, which, scoring):
     data = request.getfixturevalue(which)
-    rust = RustKernel(data, scoring, n_jobs=2)
     numpy = NumpyKernel(data, scoring, n_jobs=1)
-    _assert_same_scores(_full(rust, 37), _full(numpy, 90))
-    for start, stop, first in [(0, 30, 30), (10, 20, 55), (40, 89, 89), (0, 90, 90)]:
-        _assert_same_scores(rust.scores(start, stop, first), numpy.scores(start, stop, first))
+    for finish_pvalues in (True, False):
+        rust = RustKernel(data, scoring, n_jobs=2, finish_pvalues=finish_pvalues)
+        _assert_same_scores(_full(rust, 37), _full(numpy, 90))
+        for start, stop, first in [(0, 30, 30), (10, 20, 55), (40, 89, 89), (0, 90, 90)]:
+            expected = numpy.scores(start, stop, first)
+            _assert_same_scores(rust.scores(start, stop, first), expected)
 
 
 @pytest.fixture(scope="module")
@@ -246,8 +264,7 @@ def test_equals_the_oracle(scoring, n_bins, density):
     )
     np.testing.assert_allclose(got.mi, mi, atol=1e-6, rtol=0)
     if scoring.g_test:
-        p_got = np.where(got.dof > 0, special.chdtrc(np.maximum(got.dof, 1), got.statistic), 1.0)
-        np.testing.assert_allclose(p_got, p, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(got.pvalues, p, atol=1e-6, rtol=0)
 
 
 @pytest.fixture(scope="module")
@@ -329,8 +346,8 @@ def test_no_cells_and_no_genes():
             got = RustKernel(data, scoring, n_jobs=1).scores(0, n_genes)
             assert got.mi.shape == (n_genes, n_genes) and not got.mi.any()
             if scoring.g_test:
-                assert got.statistic.shape == got.dof.shape == (n_genes, n_genes)
-                assert not got.statistic.any()
+                assert got.pvalues.shape == (n_genes, n_genes)
+                assert (got.pvalues == 1).all()
 
 
 def test_read_only_inputs_are_borrowed_as_they_are(data):

@@ -78,18 +78,25 @@ class CooccurrenceKernel:
         block_genes: int | None = None,
     ) -> CooccurrenceKernel: ...
     def scores(
-        self, start: int, stop: int, first_column: int | None = None
-    ) -> tuple[NDArray[np.float32], NDArray[np.float64] | None, NDArray[np.int32] | None]:
+        self, start: int, stop: int, first_column: int | None = None, pvalues: bool = False
+    ) -> tuple[
+        NDArray[np.float32],
+        NDArray[np.float64] | None,
+        NDArray[np.int32] | None,
+        NDArray[np.float32] | None,
+    ]:
         """The scores of genes ``start:stop`` against genes ``first_column:n_genes``.
 
         ``first_column=None`` (or ``start``) is a row block: columns ``start:``, the pairs
         within the rows both ways (left of the diagonal mirrored from above), the
         diagonal 0. Otherwise ``first_column >= stop``: a rectangle of disjoint genes.
-        Returns ``(mi, statistic, dof)``, new arrays of shape
-        ``(stop - start, n_genes - first)``: the MI in bits (``float32``) under the scoring
-        choice, and with ``g_test`` the Williams-corrected G statistic (``float64``) and its
-        degrees of freedom (``int32``), else ``None``. ``ValueError`` for rows or columns
-        outside the genes.
+        Returns ``(mi, statistic, dof, pvalues)``, new arrays of shape
+        ``(stop - start, n_genes - first)`` or ``None``: the MI in bits (``float32``) under
+        the scoring choice, and with ``g_test`` either the Williams-corrected G statistic
+        (``float64``) and its degrees of freedom (``int32``) or, with ``pvalues``, the
+        p-values ``chi2.sf(statistic, dof)`` (``float32``, 1 on a row block's diagonal),
+        finished with each pair. ``ValueError`` for rows or columns outside the genes, or
+        ``pvalues`` without ``g_test``.
         """
     @property
     def n_genes(self) -> int:

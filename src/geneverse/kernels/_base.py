@@ -65,11 +65,17 @@ class PairScores:
     dof
         With ``g_test``: ``int32``, the degrees of freedom ``(r - 1)(c - 1)`` of the full
         table's occupied rows and columns; else ``None``.
+    pvalues
+        With ``g_test``, from a kernel that finishes the test's p-values with each pair
+        (the Rust core): ``float32`` ``chi2.sf(statistic, dof)``, 1 where ``dof`` is 0,
+        and then ``statistic`` and ``dof`` are ``None``; else ``None`` (the caller
+        computes them from ``statistic`` and ``dof``, with the same result).
     """
 
     mi: np.ndarray
     statistic: np.ndarray | None = None
     dof: np.ndarray | None = None
+    pvalues: np.ndarray | None = None
 
 
 class Kernel(ABC):

@@ -61,6 +61,11 @@ class RustKernel(Kernel):
     time), each gene's cells per bin as bitsets: their tiles are counted as
     ``popcount(cells_ia & cells_jb)``, the same integers. Results do not depend on
     ``n_jobs`` nor on the blocks, bit for bit.
+
+    With a test, the core also finishes each pair's p-value (``PairScores.pvalues``, the
+    same bits as :func:`~geneverse.tl._coexpression._statistics.g_test_pvalues` of its
+    statistic and dof), so the statistic and dof are never stored;
+    ``finish_pvalues=False`` gives the statistic and dof instead, as the other kernels do.
     """
 
     name = RUST
@@ -69,9 +74,16 @@ class RustKernel(Kernel):
     throughput = 2.5e8
 
     def __init__(
-        self, data: BinnedGenes, scoring: Scoring, *, n_jobs: int, device: str | None = None
+        self,
+        data: BinnedGenes,
+        scoring: Scoring,
+        *,
+        n_jobs: int,
+        device: str | None = None,
+        finish_pvalues: bool = True,
     ) -> None:
         super().__init__(data, scoring, n_jobs=n_jobs, device=device)
+        self.finish_pvalues = finish_pvalues and scoring.g_test
         _check_layout(data)
         self._core = _core_module().CooccurrenceKernel(
             _aligned(data),
@@ -110,8 +122,10 @@ class RustKernel(Kernel):
 
     def scores(self, start: int, stop: int, first_column: int | None = None) -> PairScores:
         first = self._columns(start, stop, first_column)
-        mi, statistic, dof = self._core.scores(start, stop, first)
-        return PairScores(mi=mi, statistic=statistic, dof=dof)
+        mi, statistic, dof, pvalues = self._core.scores(
+            start, stop, first, pvalues=self.finish_pvalues
+        )
+        return PairScores(mi=mi, statistic=statistic, dof=dof, pvalues=pvalues)
 
 
 def _check_layout(data: BinnedGenes) -> None:

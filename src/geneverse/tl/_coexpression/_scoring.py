@@ -44,8 +44,8 @@ def scored_row_blocks(
     starts = range(0, n_rows, step)
     for start in logg.progress(starts, total=len(starts), description="gene blocks"):
         scores = kernel.scores(start, min(n_rows, start + step), first_column)
-        pvalues = None
-        if scores.statistic is not None:
+        pvalues = scores.pvalues
+        if pvalues is None and scores.statistic is not None:
             row_block = first_column is None
             pvalues = g_test_pvalues(scores.statistic, scores.dof, kernel.n_jobs, row_block)
         yield ScoredBlock(start, scores.mi, pvalues)
