@@ -66,8 +66,9 @@ class NumpyKernel(Kernel):
     def _block_counts(self, start: int, stop: int, first: int) -> _BlockCounts:
         """The nonzero counts and the value products of rows ``start:stop`` × ``first:``."""
         w = self._width
-        counts = (self._onehot_t[start * w : stop * w] @ self._onehot[:, first * w :]).tocoo()
-        order = np.lexsort((counts.col, counts.row))  # row-major: b increasing within (i, a, j)
+        product = self._onehot_t[start * w : stop * w] @ self._onehot[:, first * w :]
+        product.sort_indices()  # row-major: b increasing within (i, a, j)
+        counts = product.tocoo()
         products = None
         if self.scoring.signed:
             products = (self._values_t[start:stop] @ self._values[:, first:]).toarray()
@@ -75,9 +76,9 @@ class NumpyKernel(Kernel):
             rows=(start, stop),
             first=first,
             width=w,
-            row=counts.row[order].astype(np.int64),
-            col=counts.col[order].astype(np.int64),
-            count=counts.data[order].astype(np.int64),
+            row=counts.row.astype(np.int64),
+            col=counts.col.astype(np.int64),
+            count=counts.data.astype(np.int64),
             marginals=self._marginals,
             products=products,
         )
