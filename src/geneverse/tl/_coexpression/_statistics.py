@@ -3,8 +3,6 @@ q-values, and the permutation null."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,11 +105,11 @@ def bh_qvalues_matrix(
     """BH q-values of a symmetric ``(G, G)`` matrix of pair p-values, each pair once.
 
     The tests are the pairs of the strict upper triangle (and of ``mask``, a symmetric
-    boolean matrix of the wanted pairs, when given). Returns a symmetric ``float32``
-    matrix; the diagonal and the pairs outside ``mask`` get 1. Besides the result, memory
-    is 8 bytes per test: the sort keys, which hold the sorted ``float32`` p-values and
-    their positions. The Rust core sorts them on ``n_jobs`` threads (< 1: one per core);
-    without it, NumPy does, with the same result.
+    boolean matrix of the wanted pairs, when given), their p-values taken as ``float32``.
+    Returns a symmetric ``float32`` matrix; the diagonal and the pairs outside ``mask``
+    get 1. The Rust core sorts one 64-bit key per test (its p-value and position: 16 bytes
+    per test with the sort's buffer) on ``n_jobs`` threads (< 1: one per core); without
+    it, NumPy sorts the p-values and looks each one's q-value up, with the same result.
     """
     p = np.asarray(pvalues)
     n_genes = p.shape[0] if p.ndim else 0
@@ -123,74 +121,20 @@ def bh_qvalues_matrix(
         p32 = np.ascontiguousarray(p, dtype=np.float32)
         return core.bh_qvalues_of_pairs(p32, tested, max(n_jobs, 0))
     q = np.ones((n_genes, n_genes), dtype=np.float32)
-    if n_genes < 2:
-        return q
-    keys = _sort_keys(p, mask)
-    keys.sort()
-    halves = keys.view(np.uint32).reshape(-1, 2)  # views: no copy of the keys' size
-    high, low = (1, 0) if sys.byteorder == "little" else (0, 1)
-    sorted_p, positions = halves[:, high].view(np.float32), halves[:, low]
-    for start, stop, q_slice in _step_up_slices(sorted_p, keys.size):
-        q.ravel()[positions[start:stop]] = q_slice
-    _mirror_upper_triangle(q)
+    columns = [_tested_columns(mask, n_genes, i) for i in range(n_genes)]
+    rows = [_checked_pvalues(p[i, cols]).astype(np.float32) for i, cols in enumerate(columns)]
+    step_up = _StepUp.of(np.concatenate(rows) if rows else np.ones(0, np.float32))
+    for i, (cols, row) in enumerate(zip(columns, rows, strict=True)):
+        q[i, cols] = q[cols, i] = step_up(row)
     return q
-
-
-def _sort_keys(p: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """One ``uint64`` key per test: the bits of its ``float32`` p-value (which order as the
-    values do, for values ``>= 0``), then its flat position ``i * G + j`` in the matrix."""
-    n_genes = p.shape[0]
-    if n_genes * n_genes > 1 << 32:
-        raise ValueError(f"{n_genes} genes are too many for a dense matrix of q-values")
-    n_tests = n_genes * (n_genes - 1) // 2 if mask is None else _n_upper(mask)
-    keys = np.empty(n_tests, dtype=np.uint64)
-    at = 0
-    for i in range(n_genes):
-        columns = _tested_columns(mask, n_genes, i)
-        row = _checked_pvalues(p[i, columns]).astype(np.float32)
-        block = keys[at : at + columns.size]
-        block[:] = row.view(np.uint32)
-        block <<= np.uint64(32)
-        block |= (i * n_genes + columns).astype(np.uint64)
-        at += columns.size
-    return keys
-
-
-def _mirror_upper_triangle(q: np.ndarray, rows: int = 256) -> None:
-    """Copies the strict upper triangle of ``q`` onto the lower one (which holds 1s, as
-    does the diagonal), a block of rows at a time."""
-    for start in range(0, q.shape[0], rows):
-        block = q[start : start + rows]
-        np.minimum(block, q[:, start : start + rows].T, out=block)
 
 
 def _step_up(sorted_p: np.ndarray, n_tests: int) -> np.ndarray:
     """``q_(k) = min_{j >= k} min(1, m p_(j) / j)`` of increasing p-values (ties share the
-    q-value of the last of them), in ``sorted_p``'s dtype."""
-    q = np.empty(sorted_p.shape, dtype=sorted_p.dtype)
-    for start, stop, q_slice in _step_up_slices(sorted_p, n_tests):
-        q[start:stop] = q_slice
-    return q
-
-
-def _step_up_slices(
-    sorted_p: np.ndarray, n_tests: int, step: int = 1 << 18
-) -> Iterator[tuple[int, int, np.ndarray]]:
-    """The q-values of :func:`_step_up` a slice ``start:stop`` at a time, from the end."""
-    running = 1.0
-    for stop in range(sorted_p.size, 0, -step):
-        start = max(0, stop - step)
-        ranked = sorted_p[start:stop].astype(np.float64) * n_tests
-        ranked /= np.arange(start + 1, stop + 1)
-        ranked = np.minimum.accumulate(ranked[::-1])[::-1]
-        np.minimum(ranked, running, out=ranked)
-        running = float(ranked[0])
-        yield start, stop, ranked.astype(sorted_p.dtype)
-
-
-def _n_upper(mask: np.ndarray) -> int:
-    """The number of ``True`` entries of the strict upper triangle of ``mask``."""
-    return sum(int(np.count_nonzero(mask[i, i + 1 :])) for i in range(mask.shape[0]))
+    q-value of the last of them), computed in ``float64`` and given in ``sorted_p``'s dtype."""
+    ranked = sorted_p.astype(np.float64) * n_tests / np.arange(1, sorted_p.size + 1)
+    q = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+    return q.astype(sorted_p.dtype)
 
 
 def _tested_columns(mask: np.ndarray | None, n_genes: int, i: int) -> np.ndarray:
