@@ -12,6 +12,8 @@
 
 use rayon::prelude::*;
 
+use crate::rows::mirror;
+
 /// The bits of the largest valid p-value; negative values, NaN and values above 1 all
 /// have larger bits.
 const ONE_BITS: u32 = 0x3F80_0000;
@@ -150,24 +152,7 @@ fn step_up(keys: &[u64], n: usize, q: &mut [f32]) {
         running = running.min(p * n_tests / (rank + 1) as f64);
         q[(key & 0xFFFF_FFFF) as usize] = running as f32;
     }
-    mirror_upper(q, n);
-}
-
-/// Side of the square tiles in which [`mirror_upper`] copies (two of them stay in cache).
-const MIRROR_TILE: usize = 64;
-
-/// Copies the strict upper triangle of the `n × n` row-major `q` onto its lower one, a
-/// tile at a time (rather than one scattered write per pair in the step-up).
-fn mirror_upper(q: &mut [f32], n: usize) {
-    for r0 in (0..n).step_by(MIRROR_TILE) {
-        for c0 in (0..=r0).step_by(MIRROR_TILE) {
-            for r in r0..(r0 + MIRROR_TILE).min(n) {
-                for c in c0..(c0 + MIRROR_TILE).min(r) {
-                    q[r * n + c] = q[c * n + r];
-                }
-            }
-        }
-    }
+    mirror(q, n, n, 1.0);
 }
 
 #[cfg(test)]

@@ -398,14 +398,24 @@ fn split<'o, T>(
         .collect()
 }
 
+/// Side of the square tiles in which [`mirror`] copies (two of them stay in cache).
+const MIRROR_TILE: usize = 64;
+
 /// Copies the upper triangle of the leading `n × n` block of `out` (row-major, `width`
-/// columns) onto its lower triangle, and sets its diagonal to `diagonal`.
-fn mirror<T: Copy>(out: &mut [T], n: usize, width: usize, diagonal: T) {
-    for r in 0..n {
-        for c in 0..r {
-            out[r * width + c] = out[c * width + r];
+/// columns) onto its lower triangle, a tile at a time, and sets its diagonal to
+/// `diagonal`.
+pub fn mirror<T: Copy>(out: &mut [T], n: usize, width: usize, diagonal: T) {
+    for r0 in (0..n).step_by(MIRROR_TILE) {
+        for c0 in (0..=r0).step_by(MIRROR_TILE) {
+            for r in r0..(r0 + MIRROR_TILE).min(n) {
+                for c in c0..(c0 + MIRROR_TILE).min(r) {
+                    out[r * width + c] = out[c * width + r];
+                }
+            }
         }
-        out[r * width + r] = diagonal;
+        for r in r0..(r0 + MIRROR_TILE).min(n) {
+            out[r * width + r] = diagonal;
+        }
     }
 }
 
